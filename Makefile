@@ -1,0 +1,27 @@
+# Quick start:  make demo   (install into .venv, run a short lottery experiment on the embedded MNIST)
+#               make test   (install into .venv, run the whole test suite)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is pinned here (a CPU build on these machines); pyproject.toml asks only for torch>=2.4, so
+# `pip install -e .` over an existing CUDA torch keeps it.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/lth lottery mnist_quick --out runs/quick
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs

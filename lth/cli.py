@@ -1,0 +1,146 @@
+"""The ``lth`` command: parses, validates, calls the library. No experiment logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import LthError
+
+# Flags that get a short, documented spelling; every other Config field is --field-name too.
+DOC = {
+    "levels": "pruning levels after the dense level 0",
+    "epochs": "epochs per level (overrides iterations)",
+    "iterations": "training iterations per level",
+    "trials": "independent trials (seeds), trained together",
+    "rewind_step": "reset survivors to their weights at this step (0: to init)",
+    "prune_rate": "fraction of surviving weights pruned per level",
+    "prune_scope": "layer: per-layer rates; global: one magnitude threshold over all layers",
+    "controls": "comma-separated control branches: reinit,random",
+    "layer_rates": "per-layer rate overrides, e.g. fc3.weight=0.1",
+    "schedule": "iterative, or oneshot (prune the dense net straight to each level's sparsity)",
+    "device": "auto (CUDA when present), cpu or cuda:N",
+    "batched": "train trials and branches together as one batched model (true/false)",
+    "data_dir": "directory with MNIST-format IDX files (default: the embedded MNIST)",
+}
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    from .presets import field_types
+
+    for name in field_types():
+        if name in ("name", "description"):
+            continue
+        p.add_argument("--" + name.replace("_", "-"), dest="cfg_" + name, metavar="V", help=DOC.get(name))
+    p.add_argument("--no-batched", action="store_true", help="train members one after another")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args):
+    from .presets import override, parse_value, preset, validate
+
+    cfg = preset(args.preset)
+    values = {}
+    for k, v in vars(args).items():
+        if k.startswith("cfg_") and v is not None:
+            values[k[4:]] = parse_value(k[4:], v)
+    for item in args.set:
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise LthError(f"--set takes KEY=VALUE, got {item!r}")
+        values[k] = parse_value(k, v)
+    if args.no_batched:
+        values["batched"] = False
+    return validate(override(cfg, values))
+
+
+def cmd_presets(args) -> int:
+    from .presets import PRESETS
+
+    width = max(map(len, PRESETS))
+    for name, p in PRESETS.items():
+        print(f"{name:<{width}}  {p['description']}")
+    return 0
+
+
+def _run(args, dense_only: bool) -> int:
+    from . import lottery
+    from .report import report
+
+    cfg = config_from_args(args)
+    run = lottery.run(cfg, args.out, progress=not args.no_progress, dense_only=dense_only)
+    if run.writer:
+        print(report(run.path))
+        print(f"results in {run.path}/ (results.csv, accuracy_vs_remaining.png, early_stop_vs_remaining.png)")
+    return 0
+
+
+def cmd_lottery(args) -> int:
+    return _run(args, dense_only=False)
+
+
+def cmd_train(args) -> int:
+    return _run(args, dense_only=True)
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    print(report(args.dir))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .data import download_mnist
+
+    download_mnist(args.data_dir, name=args.dataset, base_url=args.base_url)
+    print(f"{args.dataset} in {args.data_dir}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lth", description="Lottery tickets: find, train, compress, ship.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("presets", help="list presets")
+    p.set_defaults(fn=cmd_presets)
+
+    for name, fn, help_ in (
+        ("lottery", cmd_lottery, "iterative magnitude pruning with resets, controls and trials"),
+        ("train", cmd_train, "train the dense network alone (level 0 of a lottery run)"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("preset")
+        p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
+        add_config_flags(p)
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("report", help="table (mean ± std) and plots of a run directory")
+    p.add_argument("dir")
+    p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("data", help="dataset utilities")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("download", help="download MNIST or Fashion-MNIST (SHA-256 verified)")
+    d.add_argument("dataset", choices=["mnist", "fashion-mnist"])
+    d.add_argument("--data-dir", required=True)
+    d.add_argument("--base-url", default=None)
+    d.set_defaults(fn=cmd_download)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except LthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume after the last finished level", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Ensemble: M copies of one architecture trained together as one batched model.
+
+Trials (seeds) and control branches of a lottery level differ only in their weights, masks and data
+order, so we stack their parameters along a new leading dimension and run one forward/backward for all
+of them. Adam and SGD are elementwise, so one optimizer over the stacked tensors is exactly M
+independent optimizers; the loss is the sum of the members' mean losses, so each member gets exactly
+its own gradient.
+
+Models that declare ``stackable = True`` (their forward accepts stacked parameters, see
+``lth.models.layers``) are called directly; any other ``nn.Module`` goes through ``torch.func.vmap``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+
+class Ensemble(nn.Module):
+    def __init__(self, model: nn.Module, states: list[dict[str, torch.Tensor]]):
+        """``model`` gives the architecture; ``states[m]`` the parameters of member m (name -> tensor)."""
+        super().__init__()
+        self.base = copy.deepcopy(model)
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.names = [n for n, _ in model.named_parameters()]
+        self.members = len(states)
+        # ParameterDict keys cannot contain '.', so parameters live in a list aligned with self.names.
+        self.stacked = nn.ParameterList(
+            [nn.Parameter(torch.stack([s[n].detach() for s in states]).clone()) for n in self.names]
+        )
+        self.buffers_ = {n: b for n, b in self.base.named_buffers()}
+        self.stackable = getattr(model, "stackable", False) and not self.buffers_
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """name -> stacked parameter [M, ...]."""
+        return dict(zip(self.names, self.stacked))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [M, B, ...] -> [M, B, ...]
+        params = self.params()
+        if self.stackable:
+            return functional_call(self.base, params, (x,))
+
+        def one(p, xi):
+            return functional_call(self.base, (p, self.buffers_), (xi,))
+
+        return vmap(one)(params, x)
+
+    def member_state(self, m: int) -> dict[str, torch.Tensor]:
+        """A detached copy of member m's parameters."""
+        return {n: p[m].detach().clone() for n, p in zip(self.names, self.stacked)}
+
+    @torch.no_grad()
+    def load_member(self, m: int, state: dict[str, torch.Tensor]) -> None:
+        for n, p in zip(self.names, self.stacked):
+            if n in state:
+                p[m].copy_(state[n])

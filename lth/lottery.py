@@ -1,0 +1,241 @@
+"""The lottery procedure (Frankle & Carbin 2019; Frankle et al. 2020 for rewinding).
+
+Level 0 trains the dense network from its seed-derived init θ0 (and keeps θk, the weights at the
+rewind step k). Each later level L:
+
+1. prunes the *ticket* of level L-1 (its trained weights, among its surviving weights) by the
+   criterion and per-layer rates — or, with ``schedule="oneshot"``, prunes the dense level-0 network
+   straight to level L's sparsity;
+2. resets the survivors to θ0 (or θk) and trains again from step k;
+3. trains the controls beside it, with the ticket's exact per-layer sparsity: ``reinit`` (same mask,
+   fresh init) and ``random`` (random mask, original init).
+
+All trials and branches of a level train together as one batched :class:`~lth.ensemble.Ensemble`
+(``batched=False`` trains them one after another instead). Finished levels are recorded in the run
+directory, so the same command resumes after the last finished level.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from . import dist as D
+from . import masks as M
+from . import models, pruning
+from .ensemble import Ensemble
+from .errors import ConfigError
+from .init import init_from_seed
+from .io import atomic_save_tensors, load_tensors
+from .presets import Config, validate
+from .run import RunDir
+from .train import TrainSpec, train
+
+
+@dataclass
+class Member:
+    experiment: str  # ticket | reinit | random
+    trial: int
+    masks: M.Masks
+    reset: dict[str, torch.Tensor]  # the weights it starts from (θ0, θk or a fresh init)
+
+
+def derive_seed(*parts) -> int:
+    """A 31-bit seed from any parts (e.g. trial seed, 'reinit', level): stable across machines."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def init_state(template: torch.nn.Module, seed: int, scheme: str) -> dict[str, torch.Tensor]:
+    model = init_from_seed(copy.deepcopy(template).cpu(), seed, scheme)
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def load_task(cfg: Config, device: str):
+    from .data import load_mnist
+    from .tasks.classify import ImageClassification
+
+    data = load_mnist(cfg.data_dir, name=cfg.dataset)
+    return ImageClassification(data).to(device)
+
+
+def resolve(cfg: Config, train_size: int) -> Config:
+    """Fill in derived values (iterations from epochs) and check the ones that depend on them."""
+    import dataclasses
+
+    if cfg.epochs is not None:
+        cfg = dataclasses.replace(cfg, iterations=max(1, round(cfg.epochs * (train_size // cfg.batch_size))))
+    if cfg.rewind_step >= cfg.iterations:
+        raise ConfigError(f"rewind_step {cfg.rewind_step} must be below iterations {cfg.iterations}")
+    return cfg
+
+
+class Lottery:
+    """One lottery experiment bound to a run directory."""
+
+    def __init__(self, cfg: Config, out, *, progress: bool = True):
+        validate(cfg)
+        self.device = pick_device(cfg.device)
+        self.ctx = D.setup(self.device)
+        self.task = load_task(cfg, self.device)
+        self.cfg = resolve(cfg, self.task.train_size)
+        self.run = RunDir(out, writer=self.ctx.main)
+        self.run.open(self.cfg.to_dict(), self.device)
+        self.progress = progress and self.ctx.main
+        self.template = models.build(self.cfg.model, self.task.shape, self.task.num_classes)
+        self.names = M.prunable_names(self.template, biases=self.cfg.prune_biases)
+        self.rates = pruning.layer_rates(self.names, self.cfg.prune_rate, self.cfg.layer_rates)
+        if self.cfg.prune_scope == "global" and self.cfg.layer_rates:
+            self.rates = {n: self.cfg.prune_rate for n in self.names}  # one rate over all layers
+        self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]
+        self.spec = TrainSpec(
+            iterations=self.cfg.iterations,
+            batch_size=self.cfg.batch_size,
+            lr=self.cfg.lr,
+            optimizer=self.cfg.optimizer,
+            momentum=self.cfg.momentum,
+            weight_decay=self.cfg.weight_decay,
+            eval_every=self.cfg.eval_every,
+        )
+
+    # --- the weights each level resets to -------------------------------------------------------
+
+    def theta0(self, t: int) -> dict[str, torch.Tensor]:
+        return init_state(self.template, self.seeds[t], self.cfg.init)
+
+    def rewind_point(self, t: int) -> dict[str, torch.Tensor]:
+        if self.cfg.rewind_step == 0:
+            return self.theta0(t)
+        saved = load_tensors(self.run.path / "rewind.safetensors")
+        return {n[len(f"trial{t}.") :]: v for n, v in saved.items() if n.startswith(f"trial{t}.")}
+
+    def checkpoint(self, level: int, experiment: str, t: int) -> dict[str, dict[str, torch.Tensor]]:
+        path = self.run.level_dir(level) / f"{experiment}_trial{t}.safetensors"
+        flat = load_tensors(path)
+        out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "init": {}, "final": {}}
+        for k, v in flat.items():
+            kind, _, name = k.partition(".")
+            out[kind][name] = v.bool() if kind == "mask" else v
+        return out
+
+    # --- masks -----------------------------------------------------------------------------------
+
+    def ticket_masks(self, level: int, t: int) -> M.Masks:
+        if level == 0:
+            return {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.theta0(t).items() if n in self.names}
+        if self.cfg.schedule == "oneshot":
+            dense = self.checkpoint(0, "ticket", t)
+            rates = {n: 1.0 - (1.0 - r) ** level for n, r in self.rates.items()}
+            return pruning.magnitude(dense["final"], dense["mask"], rates, self.cfg.prune_scope)
+        prev = self.checkpoint(level - 1, "ticket", t)
+        return pruning.magnitude(prev["final"], prev["mask"], self.rates, self.cfg.prune_scope)
+
+    def members(self, level: int) -> list[Member]:
+        out = []
+        for t, seed in enumerate(self.seeds):
+            m = {n: D.broadcast(v, self.ctx) for n, v in self.ticket_masks(level, t).items()}
+            reset = self.theta0(t) if level == 0 else self.rewind_point(t)
+            out.append(Member("ticket", t, m, reset))
+            if level == 0:
+                continue
+            for c in self.cfg.controls:
+                if c == "reinit":
+                    fresh = init_state(self.template, derive_seed(seed, "reinit", level), self.cfg.init)
+                    out.append(Member("reinit", t, m, fresh))
+                elif c == "random":
+                    rm = pruning.random_like(m, derive_seed(seed, "random", level))
+                    out.append(Member("random", t, rm, reset))
+        return out
+
+    # --- one level ------------------------------------------------------------------------------
+
+    def train_level(self, level: int) -> None:
+        members = self.members(level)
+        start = 0 if level == 0 else self.cfg.rewind_step
+        capture = (self.cfg.rewind_step,) if level == 0 and self.cfg.rewind_step > 0 else ()
+        groups = [members] if self.cfg.batched else [[m] for m in members]
+        remaining = M.remaining(members[0].masks)
+        rows: list[dict] = []
+        bar = tqdm(
+            total=(self.cfg.iterations - start) * len(groups),
+            desc=f"level {level}/{self.cfg.levels} ({remaining:.1%} left, {len(members)} models)",
+            disable=not self.progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        rewind = {}
+        for group in groups:
+            finals, captured = self._train_group(group, level, start, capture, rows, bar)
+            for mem, final in zip(group, finals):
+                self._save_member(level, mem, final)
+            for i, mem in enumerate(group):
+                for n, v in captured.get(self.cfg.rewind_step, [{}] * len(group))[i].items():
+                    rewind[f"trial{mem.trial}.{n}"] = v
+        bar.close()
+        if rewind and self.ctx.main:
+            atomic_save_tensors(rewind, self.run.path / "rewind.safetensors")
+        self.run.replace_level_rows(level, rows)
+        self.run.mark_done(level)
+        D.barrier(self.ctx)
+
+    def _train_group(self, group, level, start, capture, rows, bar):
+        dev = self.device
+        ens = Ensemble(self.template, [g.reset for g in group]).to(dev)
+        masks = M.stack([{n: v.to(dev) for n, v in g.masks.items()} for g in group])
+        remaining = [M.remaining(g.masks) for g in group]
+
+        def on_eval(step, metrics):
+            for i, g in enumerate(group):
+                row = {"experiment": g.experiment, "trial": g.trial, "level": level,
+                       "remaining": round(remaining[i], 6), "step": step}
+                row.update({k: round(float(v[i]), 6) for k, v in metrics.items()})
+                rows.append(row)
+            tickets = [i for i, g in enumerate(group) if g.experiment == "ticket"] or [0]
+            acc = metrics.get("val_acc")
+            if acc is not None:
+                bar.set_postfix(val_acc=f"{float(acc[tickets].mean()):.4f}", step=step)
+
+        captured = train(
+            ens, masks, self.task, self.spec, [self.seeds[g.trial] for g in group],
+            start=start, capture=capture, on_eval=on_eval, ctx=self.ctx, progress=bar,
+        )
+        finals = [ens.member_state(i) for i in range(len(group))]
+        return finals, captured
+
+    def _save_member(self, level: int, mem: Member, final: dict) -> None:
+        if not self.ctx.main:
+            return
+        flat = {f"mask.{n}": m.to(torch.uint8) for n, m in mem.masks.items()}
+        flat.update({f"init.{n}": v for n, v in mem.reset.items()})
+        flat.update({f"final.{n}": v for n, v in final.items()})
+        path = self.run.level_dir(level) / f"{mem.experiment}_trial{mem.trial}.safetensors"
+        atomic_save_tensors(flat, path)
+
+    # --- the whole experiment -------------------------------------------------------------------
+
+    def run_levels(self, last: int | None = None) -> RunDir:
+        last = self.cfg.levels if last is None else last
+        done = set(self.run.done_levels())
+        for level in range(last + 1):
+            if level in done:
+                continue
+            self.train_level(level)
+        return self.run
+
+
+def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False) -> RunDir:
+    """Run (or resume) a lottery experiment into ``out``; ``dense_only`` trains level 0 alone."""
+    lottery = Lottery(cfg, out, progress=progress)
+    try:
+        return lottery.run_levels(0 if dense_only else None)
+    finally:
+        D.teardown(lottery.ctx)

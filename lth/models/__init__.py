@@ -1,0 +1,23 @@
+"""Model registry: a name in a config -> a constructor taking the task's input shape and classes."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def _lenet(shape, num_classes, **kw):
+    from .lenet import LeNet
+
+    c, h, w = shape
+    return LeNet(c * h * w, tuple(kw.get("hidden", (300, 100))), num_classes)
+
+
+MODELS = {"lenet_300_100": _lenet}
+
+
+def build(name: str, shape, num_classes: int, **kwargs) -> nn.Module:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name](shape, num_classes, **kwargs)

@@ -1,0 +1,164 @@
+"""Configs and named presets. Every field of :class:`Config` can be overridden from the CLI.
+
+A preset is a documented starting point; the *resolved* config (preset + overrides + values derived
+from the data, such as iterations from epochs) is what a run records in ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    description: str = ""
+    # task and model
+    dataset: str = "mnist"
+    data_dir: str | None = None  # None: the embedded copy
+    model: str = "lenet_300_100"
+    init: str = "glorot_normal"
+    # training
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 60
+    iterations: int = 50000
+    epochs: float | None = None  # if set, overrides iterations (epochs * steps per epoch)
+    eval_every: int = 100
+    # the lottery procedure
+    levels: int = 20
+    prune_rate: float = 0.2
+    layer_rates: dict = field(default_factory=lambda: {"fc3.weight": 0.1})
+    prune_scope: str = "layer"
+    prune_biases: bool = False
+    schedule: str = "iterative"  # or "oneshot": level L prunes the dense net straight to level L's sparsity
+    rewind_step: int = 0
+    controls: list = field(default_factory=list)  # subset of ["reinit", "random"]
+    trials: int = 1
+    seed: int = 0
+    # execution
+    batched: bool = True
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    "mnist_lenet_300_100": dict(
+        description="Frankle & Carbin 2019 LeNet-300-100 on MNIST: Adam 1.2e-3, batch 60, 50K iterations, "
+        "prune 20%/level (output 10%), reset to init",
+    ),
+    "mnist_quick": dict(
+        description="A few-minute LeNet lottery run on MNIST: 2 epochs/level, 5 levels at 50%/level, "
+        "both controls",
+        epochs=2,
+        levels=5,
+        prune_rate=0.5,
+        layer_rates={"fc3.weight": 0.25},
+        controls=["reinit", "random"],
+        eval_every=200,
+    ),
+}
+
+CONTROLS = ("reinit", "random")
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; see `lth presets` ({', '.join(sorted(PRESETS))})")
+    return Config(name=name, **PRESETS[name])
+
+
+def field_types() -> dict[str, type]:
+    return {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def parse_value(key: str, text: str):
+    """Parse a CLI string for field ``key`` (lists comma-separated, dicts as k=v,k=v)."""
+    types = field_types()
+    if key not in types:
+        raise ConfigError(f"unknown config field {key!r}")
+    t = str(types[key])
+    try:
+        if t.startswith("list"):
+            return [s for s in text.split(",") if s]
+        if t.startswith("dict"):
+            out = {}
+            for item in filter(None, text.split(",")):
+                k, _, v = item.partition("=")
+                out[k] = float(v)
+            return out
+        if t.startswith("bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if text.lower() in ("none", "null") and "None" in t:
+            return None
+        if t.startswith("int"):
+            return int(text)
+        if t.startswith("float"):
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"bad value for {key}: {text!r}") from None
+
+
+def override(cfg: Config, values: dict) -> Config:
+    types = field_types()
+    for k in values:
+        if k not in types:
+            raise ConfigError(f"unknown config field {k!r}")
+    return dataclasses.replace(cfg, **values)
+
+
+def validate(cfg: Config) -> Config:
+    """Fail fast, in one line, on any value that would break a run later."""
+
+    def need(ok, msg):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    need(cfg.iterations >= 1, f"iterations must be >= 1, got {cfg.iterations}")
+    need(cfg.epochs is None or cfg.epochs > 0, f"epochs must be > 0, got {cfg.epochs}")
+    need(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
+    need(cfg.levels >= 0, f"levels must be >= 0, got {cfg.levels}")
+    need(0.0 <= cfg.prune_rate < 1.0, f"prune_rate must be in [0, 1), got {cfg.prune_rate}")
+    for k, v in cfg.layer_rates.items():
+        need(0.0 <= v < 1.0, f"layer rate for {k} must be in [0, 1), got {v}")
+    need(cfg.prune_scope in ("layer", "global"), f"prune_scope must be layer or global, got {cfg.prune_scope!r}")
+    need(cfg.schedule in ("iterative", "oneshot"), f"schedule must be iterative or oneshot, got {cfg.schedule!r}")
+    need(cfg.rewind_step >= 0, f"rewind_step must be >= 0, got {cfg.rewind_step}")
+    bad = [c for c in cfg.controls if c not in CONTROLS]
+    need(not bad, f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
+    need(cfg.trials >= 1, f"trials must be >= 1, got {cfg.trials}")
+    need(cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0")
+    need(cfg.optimizer in ("adam", "adamw", "sgd"), f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
+    need(cfg.dataset in ("mnist", "fashion-mnist"), f"dataset must be mnist or fashion-mnist, got {cfg.dataset!r}")
+    need(
+        cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
+        f"device must be auto, cpu or cuda[:N], got {cfg.device!r}",
+    )
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        need(torch.cuda.is_available(), f"device {cfg.device} requested but CUDA is not available")
+    if cfg.data_dir is not None:
+        need(Path(cfg.data_dir).is_dir(), f"data_dir {cfg.data_dir} is not a directory")
+    need(cfg.dataset == "mnist" or cfg.data_dir is not None, f"dataset {cfg.dataset} needs --data-dir")
+    from . import models
+    from .init import SCHEMES
+
+    need(cfg.model in models.MODELS, f"unknown model {cfg.model!r}; choose from {sorted(models.MODELS)}")
+    need(cfg.init in SCHEMES, f"unknown init {cfg.init!r}; choose from {sorted(SCHEMES)}")
+    return cfg

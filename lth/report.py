@@ -1,0 +1,422 @@
+"""Summaries, tables and plots of a run's ``results.csv``.
+
+``results.csv`` is long format, one row per evaluation::
+
+    experiment,trial,level,remaining,step,val_loss,val_acc,test_acc[,val_bpb,...]
+
+The early-stopping criterion is Frankle & Carbin's (2019): the iteration of minimum validation
+loss; the accuracy reported is the test accuracy at that iteration. Per (experiment, level) the
+trials are averaged (mean and sample standard deviation).
+
+Plots follow the paper's figures: x is the percent of weights remaining on a log scale, running
+from 100% on the left down to the sparsest level on the right. Matplotlib is imported lazily and
+only through :class:`matplotlib.figure.Figure` (no pyplot, no global state), so importing this
+module has no side effects. Every file is written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from lth.errors import LthError
+from lth.io import atomic_write_bytes
+
+RESULTS = "results.csv"
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+REQUIRED = ("experiment", "trial", "level", "remaining", "step", "val_loss", "val_acc", "test_acc")
+INT_COLUMNS = ("trial", "level", "step")
+BPB = "val_bpb"
+PLOT_ACC = "accuracy_vs_remaining.png"
+PLOT_STEP = "early_stop_vs_remaining.png"
+PLOT_BPB = "bpb_vs_remaining.png"
+MAX_TICKS = 12
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # accept "1e3" / "3.0"; raises ValueError for junk
+        if not value.is_integer():
+            raise ValueError(text) from None
+        return int(value)
+
+
+def _parse_cell(column: str, text: str | None):
+    """Convert one CSV cell: ints for trial/level/step, floats for numbers, else the string."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text == "":
+        return None
+    if column == "experiment":
+        return text
+    if column in INT_COLUMNS:
+        return _parse_int(text)
+    try:
+        return float(text)
+    except ValueError:
+        if column in REQUIRED:
+            raise
+        return text
+
+
+def _check_row(path: Path, line: int, row: dict) -> None:
+    for column in REQUIRED:
+        if row.get(column) is None:
+            raise LthError(f"{path} line {line}: empty value in column '{column}'")
+    if not 0.0 < row["remaining"] <= 1.0:
+        raise LthError(f"{path} line {line}: remaining={row['remaining']} is not in (0, 1]")
+
+
+def read_results(path) -> list[dict]:
+    """Parse ``results.csv`` into dicts with numbers converted (empty cells become ``None``).
+
+    ``path`` may be the file or its run directory. A final line without its newline that is
+    incomplete (a run still writing) is skipped.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    if not path.is_file():
+        raise LthError(f"results file not found: {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        raise LthError(f"no results yet: {path} is empty")
+    header = [h.strip() for h in header]
+    for column in REQUIRED:
+        if column not in header:
+            raise LthError(f"{path}: missing required column '{column}'")
+    records = [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
+    if records and not text.endswith(("\n", "\r")):
+        line, cells = records[-1]
+        if len(cells) < len(header) or any(cells[header.index(c)].strip() == "" for c in REQUIRED):
+            records.pop()  # partially written last line
+    rows = []
+    for line, cells in records:
+        if len(cells) > len(header):
+            raise LthError(f"{path} line {line}: {len(cells)} fields but the header has {len(header)}")
+        row = {}
+        for column, cell in zip(header, cells + [None] * (len(header) - len(cells))):
+            try:
+                row[column] = _parse_cell(column, cell)
+            except ValueError:
+                raise LthError(f"{path} line {line}: column '{column}' is not a number: {cell!r}") from None
+        _check_row(path, line, row)
+        rows.append(row)
+    if not rows:
+        raise LthError(f"no results yet: {path} has no rows")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# early stopping and summaries
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _has_metric(rows: list[dict], column: str) -> bool:
+    return any(_finite(r.get(column)) for r in rows)
+
+
+def _group(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """Group rows by ``keys``, groups in order of first appearance."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def _loss_key(row: dict) -> tuple[float, int]:
+    loss = row["val_loss"]
+    return (loss if _finite(loss) else math.inf, row["step"])
+
+
+def early_stop(rows) -> list[dict]:
+    """Per (experiment, trial, level): the row of minimum val_loss (ties: earliest step).
+
+    Adds ``final_test_acc`` (test_acc at the group's last step) and, when the rows have val_bpb,
+    ``best_val_bpb`` (the group's minimum val_bpb). Sorted by experiment (first appearance),
+    level, trial.
+    """
+    rows = list(rows)
+    if not rows:
+        raise LthError("no results yet")
+    bpb = _has_metric(rows, BPB)
+    order = {e: i for i, e in enumerate(dict.fromkeys(r["experiment"] for r in rows))}
+    out = []
+    for group in _group(rows, ("experiment", "trial", "level")).values():
+        best = min(group, key=_loss_key)  # min keeps the first of equal keys
+        last = max(reversed(group), key=lambda r: r["step"])  # last step; latest line if repeated
+        picked = dict(best, final_test_acc=last["test_acc"])
+        if bpb:
+            values = [r[BPB] for r in group if _finite(r.get(BPB))]
+            picked["best_val_bpb"] = min(values) if values else None
+        out.append(picked)
+    out.sort(key=lambda r: (order[r["experiment"]], r["level"], r["trial"]))
+    return out
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    """Mean and sample std (ddof=1; 0.0 for one value) of the finite values; None if none."""
+    xs = np.array([v for v in values if _finite(v)], dtype=np.float64)
+    if xs.size == 0:
+        return None, None
+    std = float(np.std(xs, ddof=1)) if xs.size > 1 else 0.0
+    return float(np.mean(xs)), std
+
+
+def summarize(rows) -> list[dict]:
+    """Per (experiment, level) over trials, from the raw rows (early stopping is applied here).
+
+    Keys: experiment, level, remaining (mean over trials), n (trials), and ``*_mean``/``*_std``
+    for test_acc (at early stop), step (the early-stop iteration) and final_test_acc; with
+    val_bpb also val_bpb (at early stop) and best_val_bpb.
+    """
+    stops = early_stop(rows)
+    metrics = ["test_acc", "step", "final_test_acc"]
+    if "best_val_bpb" in stops[0]:
+        metrics += [BPB, "best_val_bpb"]
+    summary = []
+    for (experiment, level), group in _group(stops, ("experiment", "level")).items():
+        entry = {
+            "experiment": experiment,
+            "level": level,
+            "remaining": float(np.mean([r["remaining"] for r in group])),
+            "n": len(group),
+        }
+        for m in metrics:
+            entry[f"{m}_mean"], entry[f"{m}_std"] = _mean_std([r[m] for r in group])
+        summary.append(entry)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# table
+
+
+def percent_label(fraction: float) -> str:
+    """Percent of weights remaining as a label: ``100``, ``51.3``, ``7.0``, ``0.37``."""
+    pct = 100.0 * fraction
+    if round(pct, 1) >= 100.0:
+        return "100"
+    if pct < 0.95:
+        return f"{pct:.2g}"
+    return f"{pct:.1f}"
+
+
+def _table_percent(fraction: float) -> str:
+    """Percent with 1 decimal (``100.0``, ``51.3``); 2 significant digits below 1% (``0.37``)."""
+    pct = 100.0 * fraction
+    return f"{pct:.2g}" if pct < 0.95 else f"{pct:.1f}"
+
+
+def _split(mean, std, fmt: str, scale: float = 1.0) -> tuple[str, str]:
+    if mean is None:
+        return "-", ""
+    return format(mean * scale, fmt), format(std * scale, fmt)
+
+
+def format_table(summary, *, title: str | None = None) -> str:
+    """Aligned text table: one row per level, grouped by experiment, ``98.12 ± 0.05`` cells."""
+    if not summary:
+        raise LthError("no results yet")
+    bpb = f"{BPB}_mean" in summary[0]
+    # (header, key, format, scale) for the "mean ± std" columns
+    stats = [
+        ("test acc @ ES (%)", "test_acc", ".2f", 100.0),
+        ("ES iteration", "step", ".0f", 1.0),
+        ("final test acc (%)", "final_test_acc", ".2f", 100.0),
+    ]
+    if bpb:
+        stats += [("bpb @ ES", BPB, ".3f", 1.0), ("best bpb", "best_val_bpb", ".3f", 1.0)]
+    header = ["experiment", "level", "remaining (%)", "trials"] + [s[0] for s in stats]
+    body = []
+    previous = None
+    for e in summary:
+        name = e["experiment"] if e["experiment"] != previous else ""
+        previous = e["experiment"]
+        cells = [name, str(e["level"]), _table_percent(e["remaining"]), str(e["n"])]
+        cells += [_split(e[f"{k}_mean"], e[f"{k}_std"], f, s) for _, k, f, s in stats]
+        body.append(cells)
+    n_plain = 4
+    widths = [max(len(header[i]), *(len(row[i]) for row in body)) for i in range(n_plain)]
+    pm = []  # (mean width, std width, column width) for each "mean ± std" column
+    for j in range(len(stats)):
+        wm = max(len(row[n_plain + j][0]) for row in body)
+        ws = max(len(row[n_plain + j][1]) for row in body)
+        pm.append((wm, ws, max(len(header[n_plain + j]), wm + 3 + ws)))
+
+    def stat_cell(cell, wm, ws, w):
+        mean, std = cell
+        text = f"{mean.rjust(wm)} ± {std.rjust(ws)}" if std else mean.rjust(wm + 3 + ws)
+        return text.rjust(w)
+
+    lines = []
+    if title:
+        lines.append(title)
+    head = [header[0].ljust(widths[0])] + [header[i].rjust(widths[i]) for i in range(1, n_plain)]
+    head += [header[n_plain + j].rjust(pm[j][2]) for j in range(len(stats))]
+    lines.append("  ".join(head))
+    lines.append("-" * len(lines[-1]))
+    for row in body:
+        if row[0] and len(lines) > 2 + bool(title):
+            lines.append("")
+        out = [row[0].ljust(widths[0])] + [row[i].rjust(widths[i]) for i in range(1, n_plain)]
+        out += [stat_cell(row[n_plain + j], *pm[j]) for j in range(len(stats))]
+        lines.append("  ".join(out).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def _x_ticks(summary, span: float) -> list[float]:
+    """Percent-remaining tick positions: the distinct levels, thinned so that no two are closer
+    than ``span / MAX_TICKS`` decades (``span``: the axis' width in decades); the first (densest)
+    and last (sparsest) level are always kept."""
+    by_label = {}
+    for e in sorted(summary, key=lambda e: -e["remaining"]):
+        by_label.setdefault(percent_label(e["remaining"]), 100.0 * e["remaining"])
+    values = list(by_label.values())
+    gap = span / MAX_TICKS
+    ticks = [values[0]]
+    for v in values[1:]:
+        if math.log10(ticks[-1] / v) >= gap:
+            ticks.append(v)
+    if ticks[-1] != values[-1]:
+        if len(ticks) > 1 and math.log10(ticks[-1] / values[-1]) < gap:
+            ticks.pop()
+        ticks.append(values[-1])
+    return ticks
+
+
+def _setup_x(ax, summary) -> None:
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
+
+    pcts = [100.0 * e["remaining"] for e in summary]
+    ax.set_xscale("log")
+    hi, lo = max(pcts), min(pcts)
+    if hi / lo < 1.5:  # a single level (or nearly): give the log axis some room
+        hi, lo = hi * 1.5, lo / 1.5
+    hi, lo = hi * 1.12, lo / 1.12
+    ax.set_xlim(hi, lo)  # reversed: 100% on the left, the sparsest level on the right
+    ticks = _x_ticks(summary, math.log10(hi / lo))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FixedFormatter([percent_label(t / 100.0) for t in ticks]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("Percent of weights remaining")
+
+
+def _series_figure(summary, key: str, scale: float, ylabel: str, title: str | None):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    groups = _group(summary, ("experiment",))
+    colors = [f"C{i % 10}" for i in range(len(groups))]
+    for color, ((experiment,), group) in zip(colors, groups.items()):
+        group = [e for e in group if e[f"{key}_mean"] is not None]
+        if not group:
+            continue
+        group.sort(key=lambda e: -e["remaining"])
+        x = [100.0 * e["remaining"] for e in group]
+        y = [scale * e[f"{key}_mean"] for e in group]
+        err = [scale * e[f"{key}_std"] for e in group]
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, linewidth=1.5,
+                    color=color, label=experiment)
+        if len(group) == 1:  # e.g. the dense baseline: a reference line across the plot
+            ax.axhline(y[0], color=color, linestyle="--", linewidth=1, alpha=0.6)
+    _setup_x(ax, summary)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside right upper", fontsize="small")  # never over the data
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def build_figures(summary, *, title: str | None = None) -> dict[str, object]:
+    """The report's figures (matplotlib ``Figure`` objects), keyed by file name."""
+    if not summary:
+        raise LthError("no results yet")
+    figures = {
+        PLOT_ACC: _series_figure(summary, "test_acc", 100.0, "Test accuracy at early stop (%)", title),
+        PLOT_STEP: _series_figure(summary, "step", 1.0, "Early-stop iteration", title),
+    }
+    if f"{BPB}_mean" in summary[0]:
+        figures[PLOT_BPB] = _series_figure(summary, BPB, 1.0, "Validation bits per byte at early stop", title)
+    return figures
+
+
+def plot(summary, out_dir, *, title: str | None = None) -> list[Path]:
+    """Write the report's PNGs into ``out_dir`` (atomically); return their paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    for name, fig in build_figures(summary, title=title).items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        path = out_dir / name
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def _json_safe(obj):
+    """NaN/inf become null so the file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _run_name(run_dir: Path) -> str | None:
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LthError(f"{path}: not valid JSON ({e})") from None
+    name = config.get("name") if isinstance(config, dict) else None
+    return str(name) if name not in (None, "") else None
+
+
+def report(run_dir, *, write_json=True) -> str:
+    """Summarize ``run_dir/results.csv``: write the plots (and summary.json), return the table."""
+    run_dir = Path(run_dir)
+    name = _run_name(run_dir)
+    rows = read_results(run_dir / RESULTS)
+    summary = summarize(rows)
+    plot(summary, run_dir, title=name)
+    if write_json:
+        doc = {"name": name, "summary": summary, "early_stop": early_stop(rows)}
+        text = json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
+        atomic_write_bytes(run_dir / SUMMARY, text.encode("utf-8"))
+    return format_table(summary, title=name)

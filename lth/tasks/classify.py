@@ -1,0 +1,52 @@
+"""Image classification on in-memory tensors (MNIST, Fashion-MNIST): cross-entropy and accuracy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data import ImageData
+
+
+class ImageClassification:
+    metrics = ("loss", "acc")
+
+    def __init__(self, data: ImageData):
+        self.data = data
+        self.train_size = len(data.train)
+        self.shape = tuple(data.shape)
+        self.num_classes = data.num_classes
+
+    def to(self, device) -> "ImageClassification":
+        self.data = self.data.to(device)
+        return self
+
+    def batch(self, idx: torch.Tensor):
+        """idx: [M, B] indices into the training split -> x [M, B, C, H, W], y [M, B]."""
+        idx = idx.to(self.data.train.x.device)
+        return self.data.train.x[idx], self.data.train.y[idx]
+
+    @staticmethod
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over members of each member's mean cross-entropy (so each gets its own gradient)."""
+        m, b = y.shape
+        return F.cross_entropy(out.reshape(m * b, -1), y.reshape(-1)) * m
+
+    @torch.no_grad()
+    def evaluate(self, forward, members: int, split: str, *, chunk: int = 5000, rank: int = 0, world: int = 1):
+        """Summed loss and correct counts per member over this rank's share of the split.
+
+        Returns a dict of [M] float64 tensors of *sums* plus 'n'; the caller all-reduces across ranks
+        and divides, so data-parallel evaluation gives the same numbers as one process.
+        """
+        s = getattr(self.data, split)
+        x, y = s.x[rank::world], s.y[rank::world]
+        loss = torch.zeros(members, dtype=torch.float64, device=x.device)
+        correct = torch.zeros_like(loss)
+        for i in range(0, len(y), chunk):
+            xb, yb = x[i : i + chunk], y[i : i + chunk]
+            out = forward(xb.unsqueeze(0).expand(members, *xb.shape))  # [M, b, classes]
+            loss += F.cross_entropy(out.transpose(1, 2), yb.expand(members, -1), reduction="none").sum(1).double()
+            correct += (out.argmax(-1) == yb).sum(1).double()
+        n = torch.full_like(loss, float(len(y)))
+        return {"loss": loss, "acc": correct, "n": n}

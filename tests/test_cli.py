@@ -1,0 +1,60 @@
+import subprocess
+import sys
+
+import pytest
+
+from lth.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "lth.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_presets_lists_paper_and_quick_presets(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist_lenet_300_100" in out and "mnist_quick" in out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--prune-rate", "1.5"], "prune_rate must be in [0, 1)"),
+        (["--prune-scope", "diagonal"], "prune_scope must be layer or global"),
+        (["--controls", "reinit,bogus"], "unknown control"),
+        (["--levels", "many"], "bad value for levels"),
+        (["--lr", "-1"], "lr must be > 0"),
+        (["--data-dir", "/nonexistent/dir"], "is not a directory"),
+        (["--set", "nonsense=1"], "unknown config field"),
+        (["--device", "tpu"], "device must be"),
+    ],
+)
+def test_bad_flag_is_one_line_error_before_any_work(flags, message, tmp_path):
+    p = run_cli("lottery", "mnist_quick", "--out", str(tmp_path / "r"), *flags)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0, p.stderr
+    assert message in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_preset_is_one_line_error(tmp_path):
+    p = run_cli("lottery", "nope", "--out", str(tmp_path / "r"))
+    assert p.returncode == 2 and "unknown preset" in p.stderr and p.stderr.strip().count("\n") == 0
+
+
+def test_bad_data_file_is_one_line_error(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (d / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    p = run_cli("train", "mnist_quick", "--out", str(tmp_path / "r"), "--data-dir", str(d))
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.strip().count("\n") == 0
+
+
+def test_train_writes_level_zero_results_and_report(tmp_path):
+    out = tmp_path / "r"
+    p = run_cli("train", "mnist_quick", "--out", str(out), "--iterations", "20", "--eval-every", "10", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert (out / "results.csv").exists() and (out / "level_00" / "ticket_trial0.safetensors").exists()
+    assert (out / "accuracy_vs_remaining.png").exists()
+    assert "ticket" in p.stdout

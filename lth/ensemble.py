@@ -29,15 +29,33 @@ class Ensemble(nn.Module):
         self.names = [n for n, _ in model.named_parameters()]
         self.members = len(states)
         # ParameterDict keys cannot contain '.', so parameters live in a list aligned with self.names.
+        # Matrices are stored transposed ([M, in, out]) and handed to the model as a transposed view:
+        # the bmm in the backward pass then produces gradients already in storage layout, which
+        # saves autograd a copy of every weight gradient on every step.
+        self.transposed = [states[0][n].dim() == 2 for n in self.names]
         self.stacked = nn.ParameterList(
-            [nn.Parameter(torch.stack([s[n].detach() for s in states]).clone()) for n in self.names]
+            [
+                nn.Parameter(self._store(torch.stack([s[n].detach() for s in states]), t))
+                for n, t in zip(self.names, self.transposed)
+            ]
         )
         self.buffers_ = {n: b for n, b in self.base.named_buffers()}
         self.stackable = getattr(model, "stackable", False) and not self.buffers_
 
+    @staticmethod
+    def _store(x: torch.Tensor, transposed: bool) -> torch.Tensor:
+        return x.mT.contiguous() if transposed else x.clone()
+
     def params(self) -> dict[str, torch.Tensor]:
-        """name -> stacked parameter [M, ...]."""
-        return dict(zip(self.names, self.stacked))
+        """name -> stacked parameter [M, ...] in the model's layout (a view of the storage)."""
+        return {n: p.mT if t else p for n, p, t in zip(self.names, self.stacked, self.transposed)}
+
+    def grads(self) -> dict[str, torch.Tensor | None]:
+        """name -> gradient of the stacked parameter, in the model's layout."""
+        return {
+            n: (None if p.grad is None else p.grad.mT if t else p.grad)
+            for n, p, t in zip(self.names, self.stacked, self.transposed)
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [M, B, ...] -> [M, B, ...]
         params = self.params()
@@ -51,10 +69,10 @@ class Ensemble(nn.Module):
 
     def member_state(self, m: int) -> dict[str, torch.Tensor]:
         """A detached copy of member m's parameters."""
-        return {n: p[m].detach().clone() for n, p in zip(self.names, self.stacked)}
+        return {n: p[m].detach().contiguous().clone() for n, p in self.params().items()}
 
     @torch.no_grad()
     def load_member(self, m: int, state: dict[str, torch.Tensor]) -> None:
-        for n, p in zip(self.names, self.stacked):
+        for n, p in self.params().items():
             if n in state:
                 p[m].copy_(state[n])

@@ -13,16 +13,21 @@ function (``log``/``cos`` differ between libms and SIMD paths by an ulp):
   ``h_i = mix64(key + (i + 1) * GAMMA)`` (mod 2**64), i.e. the i-th output of splitmix64 seeded with the
   key. Each element depends only on its index, so chunking and threading cannot change the result.
 * All float work is float64 using only IEEE-754 exactly rounded operations (``+ - * /``, ``sqrt``) and
-  exact ones (bit operations, comparisons, multiplying by powers of two, ``frexp``), one array
-  operation at a time in a fixed order (no reductions, so no pairwise/SIMD summation orders, and no
-  fused multiply-adds since every op is a separate numpy call); the result is cast to float32 once.
+  exact ones (integer/bit operations on the float64 representation, small int -> float conversions,
+  multiplying by powers of two), one numpy array operation at a time in a fixed order (no reductions,
+  so no pairwise/SIMD summation orders, and no fused multiply-adds since every op is a separate numpy
+  call); the result is cast to float32 once (round to nearest even). Nonzero scales must lie in
+  [2**-64, 2**64], so no value is ever subnormal or infinite and flush-to-zero modes
+  (``torch.set_flush_denormal``) cannot change a bit. Python-side constants and scales are built from
+  exact hex literals, ``+ - * /`` and ``math.sqrt`` only.
 * uniform(-a, a): ``u = (h >> 40) * 2**-24`` (exact), value ``(2u - 1) * a`` in float64, then float32.
   Values lie in ``[-a, a]`` (after float32 rounding).
 * normal(0, std): Box-Muller, ``u1 = ((h >> 32) + 1) * 2**-32`` in (0, 1],
   ``u2 = (h & 0xFFFFFFFF) * 2**-32`` in [0, 1), ``z = sqrt(-2 ln u1) * cos(2 pi u2)``, value ``z * std``.
-  ``ln`` is frexp + the atanh series; ``cos(2 pi u2)`` is reduced exactly in turns
+  ``ln`` splits off the binary exponent with integer ops (``u1 = 2**k m``, m in [sqrt(.5), sqrt(2)))
+  and sums the atanh series ``ln m = 2 atanh((m-1)/(m+1))``; ``cos(2 pi u2)`` is reduced exactly in turns
   (``cos(2 pi t) = -sin(2 pi w)``, ``w = 1/4 - |t - 1/2|`` in [-1/4, 1/4], exact for dyadic ``t``)
-  and evaluated with a Taylor polynomial by Horner's rule. Both agree with ``math`` to ~1e-16.
+  and evaluated with a Taylor polynomial by Horner's rule. Both agree with ``math`` to ~2e-15.
   Tails are truncated at |z| <= sqrt(64 ln 2) ~ 6.66 (u1 >= 2**-32).
 * signed_constant(c): ``+c`` if the top bit of ``h`` is set (i.e. ``u >= 0.5``), else ``-c``.
 * zeros / ones / constant(c): no randomness; ``scale == 0`` for normal/uniform gives exact ``+0.0``.
@@ -62,6 +67,9 @@ KINDS = ("normal", "uniform", "zeros", "ones", "signed_constant", "constant")
 
 _CHUNK = 1 << 16  # elements per chunk: speed only, never the values
 _PARALLEL_MIN = 1 << 18  # below this, no thread pool
+# Nonzero scales are limited to [2**-64, 2**64] so no value or intermediate is ever subnormal or
+# infinite: flush-to-zero / denormals-are-zero CPU modes (torch.set_flush_denormal) cannot change a bit.
+_MIN_SCALE, _MAX_SCALE = 2.0**-64, 2.0**64
 
 # ---------------------------------------------------------------------------------------------------
 # Constants. Built with + - * / only (exactly rounded in IEEE double), or given as exact hex literals.
@@ -108,20 +116,20 @@ def _key(seed: int, name: str, stream: int) -> int:
     return _absorb(_absorb(_absorb(0, seed), _name_hash(name)), stream)
 
 
-_BASE: np.ndarray | None = None
+_BASE = np.empty(0, np.uint64)
 _BASE_LOCK = threading.Lock()
 
 
-def _base() -> np.ndarray:
-    """(i + 1) * GAMMA mod 2**64 for i < _CHUNK."""
+def _base(n: int) -> np.ndarray:
+    """(i + 1) * GAMMA mod 2**64 for i < n (cached)."""
     global _BASE
     with _BASE_LOCK:
-        if _BASE is None:
-            b = np.arange(1, _CHUNK + 1, dtype=np.uint64)
-            np.multiply(b, np.uint64(_GAMMA), out=b)
+        if _BASE.shape[0] < n:
+            b = np.arange(1, n + 1, dtype=np.uint64)
+            np.multiply(b, np.uint64(_GAMMA), out=b)  # uint64 array arithmetic wraps, silently
             b.setflags(write=False)
             _BASE = b
-    return _BASE
+        return _BASE[:n]
 
 
 class _Buffers:
@@ -134,14 +142,13 @@ class _Buffers:
         self.b = np.empty(n, np.float64)
         self.c = np.empty(n, np.float64)
         self.d = np.empty(n, np.float64)
-        self.mask = np.empty(n, np.bool_)
 
 
 def _hash_chunk(key: int, start: int, n: int, buf: _Buffers) -> np.ndarray:
     """h_i = mix64(key + (i + 1) * GAMMA) for i in [start, start + n)."""
     h, t = buf.h[:n], buf.t[:n]
     offset = np.uint64((key + start * _GAMMA) & _MASK)
-    np.add(_base()[:n], offset, out=h)  # uint64 array arithmetic wraps mod 2**64, silently
+    np.add(_base(n), offset, out=h)  # wraps mod 2**64
     np.right_shift(h, np.uint64(30), out=t)
     np.bitwise_xor(h, t, out=h)
     np.multiply(h, np.uint64(_M1), out=h)
@@ -259,11 +266,11 @@ def _fill_normal(key: int, scale: float, start: int, out: np.ndarray, buf: _Buff
 def _fill_signed(key: int, scale: float, start: int, out: np.ndarray, buf: _Buffers) -> None:
     n = out.shape[0]
     h = _hash_chunk(key, start, n, buf)
-    np.right_shift(h, np.uint64(63), out=h)  # top bit: u >= 0.5
-    mask = buf.mask[:n]
-    np.not_equal(h, np.uint64(0), out=mask)
-    out.fill(np.float32(-scale))
-    np.copyto(out, np.float32(scale), where=mask)
+    np.right_shift(h, np.uint64(63), out=h)  # top bit, i.e. u >= 0.5
+    a = buf.a[:n]
+    np.multiply(h, 2.0 * scale, out=a, casting="unsafe")  # 0 or 2c, exact
+    np.subtract(a, scale, out=a)  # -c or c, exact
+    out[...] = a
 
 
 _FILLERS = {"uniform": _fill_uniform, "normal": _fill_normal, "signed_constant": _fill_signed}
@@ -320,6 +327,8 @@ class Dist:
             raise ConfigError(f"init scale must be finite, got {scale}")
         if self.kind in ("normal", "uniform") and scale < 0:
             raise ConfigError(f"{self.kind} init scale must be >= 0, got {scale}")
+        if scale != 0.0 and not _MIN_SCALE <= abs(scale) <= _MAX_SCALE:
+            raise ConfigError(f"init scale must be 0 or have magnitude in [2**-64, 2**64], got {scale}")
         object.__setattr__(self, "scale", scale)
 
 

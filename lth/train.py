@@ -32,11 +32,16 @@ class TrainSpec:
     eval_every: int = 100
 
 
+ELEMENTWISE = ("adam", "adamw", "sgd")
+
+
 def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
+    # fused kernels (CPU since torch 2.4, and CUDA) do Adam's elementwise math in one pass per tensor.
+    fused = {"fused": True}
     if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, **fused)
     if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, **fused)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     raise ConfigError(f"unknown optimizer {spec.optimizer!r}; choose adam, adamw or sgd")
@@ -113,9 +118,14 @@ def train(
     """
     ctx = ctx or D.Context()
     params = ens.params()
-    for n, m in masks.items():
+    # Float copies of the masks: multiplying by a bool tensor would convert it on every step.
+    fmasks = {n: m.to(params[n].dtype) for n, m in masks.items()}
+    for n, m in fmasks.items():
         params[n].data.mul_(m)
     opt = make_optimizer(list(ens.parameters()), spec)
+    # With a zero gradient, Adam's and SGD's updates of a zero weight are exactly zero (their state
+    # for it stays zero too), so masking gradients suffices; other optimizers re-apply the masks.
+    elementwise = spec.optimizer in ELEMENTWISE
     model = ens
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -141,12 +151,14 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
-            for n, m in masks.items():
-                params[n].grad.mul_(m)
+            grads = ens.grads()
+            for n, m in fmasks.items():
+                grads[n].mul_(m)
         opt.step()
-        with torch.no_grad():
-            for n, m in masks.items():
-                params[n].mul_(m)
+        if not elementwise:
+            with torch.no_grad():
+                for n, m in fmasks.items():
+                    params[n].mul_(m)
         if progress is not None:
             progress.update(1)
     if spec.iterations in capture:

@@ -57,7 +57,7 @@ def test_each_member_gets_its_own_gradient():
     m = LeNet()
     m.load_state_dict(ss[1])
     nn.functional.cross_entropy(m(x[1]), y[1]).backward()
-    torch.testing.assert_close(ens.params()["fc1.weight"].grad[1], m.fc1.weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ens.grads()["fc1.weight"][1], m.fc1.weight.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_member_state_round_trip():

@@ -1,0 +1,51 @@
+"""Shared helpers for the benchmarks: the machine's float32 matmul peak and a results record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 20, dtype=torch.float32, device="cpu") -> float:
+    """Best-of-3 sustained GFLOP/s of an n x n matmul: the practical peak that models are held to."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def record(name: str, payload: dict) -> Path:
+    """Write results JSON with the environment beside them (bench/results/NAME.json)."""
+    from lth.io import atomic_write_json
+    from lth.run import environment
+
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    atomic_write_json(out, {"environment": environment(), "machine": platform.machine(), **payload})
+    return out
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    lines = ["  ".join(f"{c:>{widths[c]}}" for c in cols), "  ".join("-" * widths[c] for c in cols)]
+    lines += ["  ".join(f"{str(r.get(c, '')):>{widths[c]}}" for c in cols) for r in rows]
+    return "\n".join(lines)

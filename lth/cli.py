@@ -52,6 +52,8 @@ def config_from_args(args):
         values[k] = parse_value(k, v)
     if args.no_batched:
         values["batched"] = False
+    if "iterations" in values and "epochs" not in values:
+        values["epochs"] = None  # an explicit --iterations wins over a preset's epochs
     return validate(override(cfg, values))
 
 

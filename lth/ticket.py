@@ -31,8 +31,9 @@ The file length must be exactly ``10 + H + M + F + 32``. The header holds:
 
 In a ``"stored"`` ticket a float entry named like a masked parameter (``fc1.weight``) holds only the
 surviving values, in row-major mask order (``count`` values); one named like an unmasked parameter
-(``fc1.bias``) holds the whole tensor. Other float entries (``scale.fc1``) are never applied to the model:
-they are kept for the caller.
+(``fc1.bias``) holds the whole tensor; parameters without an entry keep their regenerated values. Other
+float entries (``scale.fc1``), and every float entry of a ``"seed"`` ticket, are never applied to the
+model: they are kept for the caller (supermask scales).
 
 Mask codings (the encoder tries every applicable one per tensor and keeps the smallest; ties go to the
 earlier in this list). A mask is read in row-major order; a "row" is a slice along the first dimension
@@ -60,8 +61,9 @@ with zero bytes to a multiple of 4 first. That bitstream and constriction's floa
 quantisation are part of the format (a golden test pins them).
 
 Reading verifies the magic, the version and then the SHA-256 before it parses anything, and checks
-every size and count afterwards; every problem is a one-line :class:`TicketError`. Nothing is ever
-unpickled: the parser is struct, json and numpy.frombuffer.
+every size and count afterwards (a file may hold at most ``MAX_ELEMENTS`` mask and float entries in all,
+checked before anything is allocated); every problem is a one-line :class:`TicketError`. Nothing is
+ever unpickled: the parser is struct, json and numpy.frombuffer.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ import hashlib
 import json
 import math
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,14 +86,19 @@ VERSION = 1
 _PREAMBLE = struct.Struct("<4sHI")  # magic, version, header length
 _DIGEST_BYTES = 32
 MIN_BYTES = _PREAMBLE.size + _DIGEST_BYTES
-MAX_ELEMENTS = 1 << 34  # sanity cap on one mask or float tensor: rejects absurd shapes before allocating
+# Sanity cap on the entries of all masks and floats of one file together, checked before anything is
+# allocated: the range coder turns a few bytes into billions of legitimate entries, so without it a
+# crafted file could ask for any amount of memory. Raise it (lth.ticket.MAX_ELEMENTS = ...) to read
+# tickets of networks with more than 2**32 prunable weights.
+MAX_ELEMENTS = 1 << 32
+_DECODE_CHUNK = 1 << 20  # symbols per constriction decode call
 CODINGS = ("none", "all", "raw", "range", "range_rows", "range_cols")
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 _WIRE_DTYPE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<i2"}  # bf16 travels as its bit pattern
 WEIGHTS = ("seed", "stored")
 _MAX_TRIM = 4  # bytes _range_encode may drop from a stream
-_MAX_GOLOMB_ZEROS = 40  # counts are <= 2**34, so a longer zero run is garbage
+_MAX_GOLOMB_ZEROS = 40  # counts are far below 2**40, so a longer zero run is garbage
 
 
 class TicketError(LthError):
@@ -225,19 +233,26 @@ def _bernoulli(n: int, k: int):
     return constriction.stream.model.Categorical(np.array([n - k, k], dtype=np.float64), perfect=False)
 
 
-def _range_decode(payload: bytes, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Decode segments of ``(n, k)``; trivial segments (k in {0, n}) are not in the stream."""
+def _range_decode(payload: bytes, sizes: list[tuple[int, int]]) -> np.ndarray:
+    """Decode consecutive segments of ``(n, k)`` into one flat bool array; trivial segments (k in {0, n})
+    are not in the stream. Decodes in chunks, so that constriction (which aborts the process when an
+    allocation fails) never allocates more than a chunk; the output is the only big allocation."""
     import constriction
 
     padded = payload + b"\0" * (-len(payload) % 4)
     words = np.frombuffer(padded, dtype=">u4").astype(np.uint32)
     decoder = constriction.stream.queue.RangeDecoder(words)
-    out = []
+    out = np.empty(sum(n for n, _ in sizes), dtype=bool)
+    pos = 0
     for n, k in sizes:
         if k == 0 or k == n:
-            out.append(np.full(n, k == n, dtype=bool))
+            out[pos : pos + n] = k == n
         else:
-            out.append(np.asarray(decoder.decode(_bernoulli(n, k), n)) == 1)
+            model = _bernoulli(n, k)
+            for start in range(pos, pos + n, _DECODE_CHUNK):
+                size = min(_DECODE_CHUNK, pos + n - start)
+                out[start : start + size] = np.asarray(decoder.decode(model, size)) == 1
+        pos += n
     return out
 
 
@@ -246,7 +261,7 @@ def _decodes_to(payload: bytes, segments: list[np.ndarray]) -> bool:
         got = _range_decode(payload, [(len(s), int(s.sum())) for s in segments])
     except Exception:  # constriction raises AssertionError on streams that are invalid for the model
         return False
-    return all(np.array_equal(a, b) for a, b in zip(got, segments))
+    return np.array_equal(got, np.concatenate(segments))
 
 
 def _range_encode(segments: list[np.ndarray], trim: bool = True) -> bytes:
@@ -319,8 +334,8 @@ def _decode_lines(payload: bytes, shape: tuple[int, ...], count: int, cols: bool
     counts = [ref + ((v >> 1) ^ -(v & 1)) for v in zz]
     if any(not 0 <= k <= length for k in counts) or sum(counts) != count:
         raise TicketError("row counts do not match the mask")
-    lines = np.stack(_range_decode(payload[pos:], [(length, k) for k in counts]))
-    return np.ascontiguousarray(lines.T if cols else lines).reshape(-1)
+    lines = _range_decode(payload[pos:], [(length, k) for k in counts]).reshape(rows, length)
+    return (lines.T if cols else lines).reshape(-1)
 
 
 def _encode_raw(flat: np.ndarray, shape, trim: bool) -> bytes:
@@ -341,6 +356,13 @@ def _encode_range(flat: np.ndarray, shape, trim: bool) -> bytes | None:
     return _range_encode([flat], trim) if 0 < int(flat.sum()) < flat.size else None
 
 
+def _decode_range(payload: bytes, shape, count: int) -> np.ndarray:
+    n = math.prod(shape)
+    if not 0 < count < n:  # an empty or full mask is coded "none" / "all": this payload would be ignored
+        raise TicketError(f"range mask must keep between 1 and {n - 1} entries, got count {count}")
+    return _range_decode(payload, [(n, count)])
+
+
 _ENCODERS = {
     "raw": _encode_raw,
     "range": _encode_range,
@@ -349,7 +371,7 @@ _ENCODERS = {
 }
 _DECODERS = {
     "raw": _decode_raw,
-    "range": lambda payload, shape, count: _range_decode(payload, [(math.prod(shape), count)])[0],
+    "range": _decode_range,
     "range_rows": lambda payload, shape, count: _decode_lines(payload, shape, count, cols=False),
     "range_cols": lambda payload, shape, count: _decode_lines(payload, shape, count, cols=True),
 }
@@ -385,7 +407,12 @@ def decode_mask(coding: str, payload: bytes, shape, count: int) -> torch.Tensor:
             raise TicketError(f"{coding!r} mask must have count {want} and no payload")
         flat = np.full(n, coding == "all", dtype=bool)
     else:
-        flat = _DECODERS[coding](payload, shape, count)
+        try:
+            flat = _DECODERS[coding](payload, shape, count)
+        except TicketError:
+            raise
+        except Exception as e:  # constriction asserts on streams that cannot come from this count
+            raise TicketError(f"{coding} payload does not decode with mask count {count} ({e})") from None
     if int(flat.sum()) != count:
         raise TicketError(f"mask count {count} does not match its decoded payload ({int(flat.sum())} kept)")
     return torch.from_numpy(flat).reshape(shape)
@@ -401,6 +428,12 @@ def _float_bytes(name: str, t: torch.Tensor) -> tuple[str, bytes]:
     if dtype == "bfloat16":
         t = t.view(torch.int16)
     return dtype, t.numpy().astype(_WIRE_DTYPE[dtype], copy=False).tobytes()
+
+
+def _check_survivors(name: str, values: torch.Tensor, mask: torch.Tensor) -> None:
+    """A stored float named like a masked parameter holds exactly its surviving entries."""
+    if values.numel() != int(mask.sum()):
+        raise TicketError(f"stored float {name!r} has {values.numel()} values but its mask keeps {int(mask.sum())}")
 
 
 def _check_ticket(t: Ticket) -> None:
@@ -419,15 +452,14 @@ def _check_ticket(t: Ticket) -> None:
         for name, v in tensors.items():
             if not isinstance(name, str) or not isinstance(v, torch.Tensor):
                 raise TicketError(f"{kind} entries must map str names to tensors, got {name!r}")
-            if v.numel() > MAX_ELEMENTS:
-                raise TicketError(f"{kind} {name!r} has {v.numel()} entries, over the {MAX_ELEMENTS} limit")
+    total = sum(v.numel() for v in [*t.masks.values(), *t.floats.values()])
+    if total > MAX_ELEMENTS:
+        raise TicketError(f"ticket has {total} mask and float entries, over lth.ticket.MAX_ELEMENTS={MAX_ELEMENTS}")
     for name, m in t.masks.items():
         if m.dtype != torch.bool:
             raise TicketError(f"mask {name!r} must be a bool tensor, got {m.dtype}")
-        if t.weights == "stored" and name in t.floats and t.floats[name].numel() != int(m.sum()):
-            raise TicketError(
-                f"stored float {name!r} has {t.floats[name].numel()} values but its mask keeps {int(m.sum())}"
-            )
+        if t.weights == "stored" and name in t.floats:
+            _check_survivors(name, t.floats[name], m)
 
 
 def encode(t: Ticket) -> bytes:
@@ -460,8 +492,10 @@ def encode(t: Ticket) -> bytes:
 
 # ---------------------------------------------------------------------------------------------------
 # Decoding.
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: str, limit: int = 500) -> str:
+    """Collapse whitespace (one line for the CLI) and cap the length (crafted files can hold huge reprs)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _declared_length(data: bytes) -> int:
@@ -514,12 +548,21 @@ def _shape(obj: dict, where: str) -> tuple[int, ...]:
     shape = _get(obj, "shape", list, where)
     if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
         raise TicketError(f"{where} has a bad shape {shape!r}")
-    numel = 1
-    for d in shape:  # product with an early stop, so that huge shapes cannot cost time
+    numel = 0 if 0 in shape else 1
+    for d in shape if numel else ():  # early stop: a long list of big dims must not cost bigint time
         numel *= d
         if numel > MAX_ELEMENTS:
-            raise TicketError(f"{where} shape {shape!r} is over the {MAX_ELEMENTS}-entry limit")
+            raise TicketError(f"{where} shape {shape!r} is over the lth.ticket.MAX_ELEMENTS={MAX_ELEMENTS} limit")
     return tuple(shape)
+
+
+def _check_total(masks: list[dict], floats: list[dict]) -> None:
+    """All entries together stay under MAX_ELEMENTS, checked before any of them is decoded."""
+    total = 0
+    for kind, e in [("mask", e) for e in masks] + [("float", e) for e in floats]:
+        total += math.prod(_shape(e, f"{kind} {e['name']!r}"))
+        if total > MAX_ELEMENTS:
+            raise TicketError(f"masks and floats have over lth.ticket.MAX_ELEMENTS={MAX_ELEMENTS} entries in all")
 
 
 def _entries(header: dict, key: str) -> list[dict]:
@@ -616,12 +659,13 @@ def _decode(data: bytes) -> tuple[Ticket, dict]:
     expected = _PREAMBLE.size + hlen + payload + _DIGEST_BYTES
     if expected != len(data):
         raise TicketError(f"header/payload size mismatch: header declares {expected} bytes, file has {len(data)}")
+    _check_total(mask_entries, float_entries)
     masks, pos = _decode_masks(mask_entries, data, _PREAMBLE.size + hlen)
     floats = _decode_floats(float_entries, data, pos)
     if fields["weights"] == "stored":
         for name, v in floats.items():
-            if name in masks and v.numel() != int(masks[name].sum()):
-                raise TicketError(f"stored float {name!r} has {v.numel()} values but its mask keeps {int(masks[name].sum())}")
+            if name in masks:
+                _check_survivors(name, v, masks[name])
     return Ticket(masks=masks, floats=floats, **fields), header
 
 
@@ -674,7 +718,9 @@ def _build_arch(arch: dict, device: str = "cpu") -> torch.nn.Module:
     if not isinstance(kwargs, dict):
         raise TicketError("arch field 'kwargs' has the wrong type")
     try:
-        with torch.device(device):
+        with torch.device(device), warnings.catch_warnings():
+            if device == "meta":  # e.g. "Initializing zero-element tensors is a no-op": not the caller's concern
+                warnings.simplefilter("ignore")
             return models.build(model, shape, num_classes, **kwargs)
     except Exception as e:
         raise TicketError(f"cannot build architecture {model!r}: {e}") from None
@@ -699,13 +745,11 @@ def _load_stored(params: dict, masks: dict, floats: dict) -> None:
             continue  # scales and other caller data
         p = params[name]
         if name in masks:
-            keep = masks[name].reshape(-1)
-            if values.numel() != int(keep.sum()):
-                raise TicketError(f"stored float {name!r} has {values.numel()} values but its mask keeps {int(keep.sum())}")
-            p.view(-1)[keep] = values.reshape(-1).to(p.dtype)
+            _check_survivors(name, values, masks[name])
+            p.view(-1)[masks[name].reshape(-1)] = values.reshape(-1).to(p.dtype)
         else:
             if values.numel() != p.numel():
-                raise TicketError(f"stored float {name!r} has {values.numel()} values but the parameter has {p.numel()}")
+                raise TicketError(f"stored float {name!r} has {values.numel()} values, the parameter {p.numel()}")
             p.copy_(values.reshape(p.shape).to(p.dtype))
 
 

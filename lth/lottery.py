@@ -82,8 +82,9 @@ def resolve(cfg: Config, train_size: int) -> Config:
 class Lottery:
     """One lottery experiment bound to a run directory."""
 
-    def __init__(self, cfg: Config, out, *, progress: bool = True):
+    def __init__(self, cfg: Config, out, *, progress: bool = True, ticket=None):
         validate(cfg)
+        self.ticket = ticket  # a lth.ticket.Ticket: level 0 trains its subnetwork instead of the dense net
         self.device = pick_device(cfg.device)
         self.ctx = D.setup(self.device)
         self.task = load_task(cfg, self.device)
@@ -130,6 +131,8 @@ class Lottery:
     # --- masks -----------------------------------------------------------------------------------
 
     def ticket_masks(self, level: int, t: int) -> M.Masks:
+        if level == 0 and self.ticket is not None:
+            return {n: m.clone() for n, m in self.ticket.masks.items()}
         if level == 0:
             return {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.theta0(t).items() if n in self.names}
         if self.cfg.schedule == "oneshot":
@@ -144,6 +147,10 @@ class Lottery:
         for t, seed in enumerate(self.seeds):
             m = {n: D.broadcast(v, self.ctx) for n, v in self.ticket_masks(level, t).items()}
             reset = self.theta0(t) if level == 0 else self.rewind_point(t)
+            if level == 0 and self.ticket is not None:
+                from .ticket import build_model
+
+                reset = {n: p.detach().clone() for n, p in build_model(self.ticket).named_parameters()}
             out.append(Member("ticket", t, m, reset))
             if level == 0:
                 continue
@@ -161,7 +168,9 @@ class Lottery:
     def train_level(self, level: int) -> None:
         members = self.members(level)
         start = 0 if level == 0 else self.cfg.rewind_step
-        capture = (self.cfg.rewind_step,) if level == 0 and self.cfg.rewind_step > 0 else ()
+        if level == 0 and self.ticket is not None:
+            start = int(self.ticket.meta.get("rewind_step", 0))  # a rewound ticket resumes at step k
+        capture = (self.cfg.rewind_step,) if level == 0 and self.cfg.rewind_step > 0 and self.ticket is None else ()
         groups = [members] if self.cfg.batched else [[m] for m in members]
         remaining = M.remaining(members[0].masks)
         rows: list[dict] = []
@@ -232,9 +241,19 @@ class Lottery:
         return self.run
 
 
-def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False) -> RunDir:
-    """Run (or resume) a lottery experiment into ``out``; ``dense_only`` trains level 0 alone."""
-    lottery = Lottery(cfg, out, progress=progress)
+def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False, ticket=None) -> RunDir:
+    """Run (or resume) a lottery experiment into ``out``; ``dense_only`` trains level 0 alone.
+
+    With ``ticket`` (a :class:`lth.ticket.Ticket`), level 0 retrains that subnetwork from the file:
+    its masks, its regenerated (or stored) weights, and its seed's data order.
+    """
+    if ticket is not None:
+        import dataclasses
+
+        arch = ticket.arch
+        cfg = dataclasses.replace(cfg, model=arch["model"], init=ticket.init, seed=ticket.seed, trials=1,
+                                  dataset=ticket.meta.get("dataset", cfg.dataset), controls=[])
+    lottery = Lottery(cfg, out, progress=progress, ticket=ticket)
     try:
         return lottery.run_levels(0 if dense_only else None)
     finally:

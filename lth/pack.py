@@ -1,0 +1,120 @@
+"""From a run directory to a ticket file, and from a ticket file back to a model that runs.
+
+A lottery ticket at init is just (seed, mask): lottery runs use seed-derived init, so a ticket whose
+reset weights regenerate bit-exactly from a seed packs into that seed plus its masks. Where they do
+not (rewinding to step k > 0), the surviving reset weights travel as fp16/bf16 floats. ``trained=True``
+ships the trained weights instead (always stored floats).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import models
+from . import ticket as T
+from .errors import LthError
+from .init import init_from_seed
+from .io import load_tensors
+
+
+def _config(run_dir: Path) -> dict:
+    p = run_dir / "config.json"
+    if not p.exists():
+        raise LthError(f"{run_dir} is not a run directory (no config.json)")
+    return json.loads(p.read_text())
+
+
+def _arch(cfg: dict) -> dict:
+    from .data import load_mnist
+
+    shape, classes = (1, 28, 28), 10
+    if cfg.get("dataset") not in (None, "mnist", "fashion-mnist"):
+        raise LthError(f"unknown dataset {cfg.get('dataset')!r} in config.json")
+    del load_mnist  # MNIST-format data: 1x28x28, 10 classes
+    return T.make_arch(cfg["model"], shape, classes)
+
+
+def _member_seed(cfg: dict, experiment: str, trial: int, level: int) -> int:
+    from .lottery import derive_seed
+
+    seed = cfg["seed"] + trial
+    return derive_seed(seed, "reinit", level) if experiment == "reinit" else seed
+
+
+def _results_for(run_dir: Path, experiment: str, trial: int, level: int) -> dict:
+    """The member's last evaluation row (metrics recorded before packing)."""
+    import csv
+
+    path = run_dir / "results.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f)
+                if r["experiment"] == experiment and int(r["trial"]) == trial and int(r["level"]) == level]
+    if not rows:
+        return {}
+    last = max(rows, key=lambda r: int(r["step"]))
+    return {k: float(v) for k, v in last.items() if k not in ("experiment", "trial", "level") and v != ""}
+
+
+def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ticket", trial: int = 0,
+                     trained: bool = False, dtype: str = "float16") -> T.Ticket:
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    state = run_dir / "state.json"
+    done = json.loads(state.read_text())["levels_done"] if state.exists() else []
+    if not done:
+        raise LthError(f"{run_dir} has no finished level to pack")
+    level = max(done) if level is None else level
+    if level not in done:
+        raise LthError(f"level {level} is not finished in {run_dir} (finished: {sorted(done)})")
+    ckpt = run_dir / f"level_{level:02d}" / f"{experiment}_trial{trial}.safetensors"
+    if not ckpt.exists():
+        raise LthError(f"no checkpoint {ckpt.name} in level {level} (experiment and trial exist?)")
+    flat = load_tensors(ckpt)
+    masks = {k[5:]: v.bool() for k, v in flat.items() if k.startswith("mask.")}
+    reset = {k[5:]: v for k, v in flat.items() if k.startswith("init.")}
+    final = {k[6:]: v for k, v in flat.items() if k.startswith("final.")}
+    arch = _arch(cfg)
+    seed = _member_seed(cfg, experiment, trial, level)
+    model = models.build(arch["model"], arch["input_shape"], arch["num_classes"])
+    regenerated = dict(init_from_seed(model, seed, cfg["init"]).named_parameters())
+    from_seed = all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items())
+    weights = final if trained else reset
+    meta = {"source": str(run_dir), "level": level, "experiment": experiment, "trial": trial,
+            "dataset": cfg.get("dataset", "mnist"), "kind": "lottery", "trained": trained,
+            "rewind_step": cfg.get("rewind_step", 0), "config": cfg}
+    if not trained:
+        meta["results"] = _results_for(run_dir, experiment, trial, level)
+    if not trained and from_seed:
+        return T.Ticket(arch, seed, cfg["init"], masks, weights="seed", meta=meta)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(weights[n])
+    floats = T.surviving_floats(model, masks, T.FLOAT_DTYPES[dtype])
+    return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="stored", meta=meta)
+
+
+def build(t: T.Ticket) -> torch.nn.Module:
+    """The network a ticket describes: regenerated weights, stored floats, masks applied."""
+    return T.build_model(t)
+
+
+def evaluate(t: T.Ticket, data_dir=None, device: str = "cpu") -> dict[str, float]:
+    """Validation and test metrics of the ticket's network, through the same evaluation code (and
+    chunking) that training used, so a packed model reproduces its recorded numbers exactly."""
+    from . import dist as D
+    from .ensemble import Ensemble
+    from .lottery import load_task
+    from .presets import Config
+    from .train import evaluate as run_eval
+
+    dataset = t.meta.get("dataset", "mnist")
+    task = load_task(Config(dataset=dataset, data_dir=data_dir), device)
+    model = build(t)
+    ens = Ensemble(model, [{n: p.detach() for n, p in model.named_parameters()}]).to(device)
+    metrics = run_eval(ens, task, D.Context())
+    return {k: float(v[0]) for k, v in metrics.items()}

@@ -118,3 +118,22 @@ def evaluate(t: T.Ticket, data_dir=None, device: str = "cpu") -> dict[str, float
     ens = Ensemble(model, [{n: p.detach() for n, p in model.named_parameters()}]).to(device)
     metrics = run_eval(ens, task, D.Context())
     return {k: float(v[0]) for k, v in metrics.items()}
+
+
+def export(t: T.Ticket, out_dir, *, torch_prune: bool = False) -> list[Path]:
+    """Write the ticket's network as dense safetensors (pruned weights exactly zero), plus with
+    ``torch_prune`` the ``torch.nn.utils.prune`` form (``*.weight_orig`` and ``*.weight_mask``)."""
+    from .io import atomic_save_tensors, atomic_write_json
+    from .pruning import to_torch_prune
+
+    out = Path(out_dir)
+    model = build(t)
+    paths = [out / "model.safetensors", out / "arch.json"]
+    atomic_save_tensors({n: p.detach() for n, p in model.named_parameters()}, paths[0])
+    atomic_write_json(paths[1], {"arch": t.arch, "seed": t.seed, "init": t.init, "meta": t.meta})
+    if torch_prune:
+        to_torch_prune(model, t.masks)
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        paths.append(out / "model_torch_prune.safetensors")
+        atomic_save_tensors(state, paths[-1])
+    return paths

@@ -78,3 +78,29 @@ def test_unfinished_level_is_clear_error(run_dir):
 def test_not_a_run_dir_is_clear_error(tmp_path):
     with pytest.raises(LthError, match="not a run directory"):
         pack.from_lottery_run(tmp_path)
+
+
+def test_export_dense_has_zeros_where_pruned(run_dir, tmp_path):
+    t = pack.from_lottery_run(run_dir)
+    pack.export(t, tmp_path / "x", torch_prune=True)
+    dense = lottery.load_tensors(tmp_path / "x" / "model.safetensors")
+    assert (dense["fc1.weight"][~t.masks["fc1.weight"]] == 0).all()
+    tp = lottery.load_tensors(tmp_path / "x" / "model_torch_prune.safetensors")
+    assert torch.equal(tp["fc1.weight_mask"].bool(), t.masks["fc1.weight"])
+    assert "fc1.weight_orig" in tp
+
+
+def test_torch_prune_export_loads_into_a_pruned_model(run_dir, tmp_path):
+    from torch.nn.utils import prune
+
+    from lth.models.lenet import LeNet
+
+    t = pack.from_lottery_run(run_dir)
+    pack.export(t, tmp_path / "y", torch_prune=True)
+    state = lottery.load_tensors(tmp_path / "y" / "model_torch_prune.safetensors")
+    m = LeNet()
+    for name in ("fc1", "fc2", "fc3"):
+        prune.identity(getattr(m, name), "weight")
+    m.load_state_dict(state)
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(m(x), pack.build(t)(x))

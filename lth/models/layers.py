@@ -8,6 +8,7 @@ through vmap.
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -17,3 +18,15 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Te
     if b is None:
         return torch.bmm(x, w.transpose(1, 2))
     return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose forward also takes stacked parameters (see :func:`linear`).
+
+    Calling the module (rather than reading ``.weight`` from the parent) keeps forward pre-hooks
+    working, e.g. ``torch.nn.utils.prune``'s, which recompute ``weight`` from ``weight_orig`` and
+    ``weight_mask`` just before the call.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)

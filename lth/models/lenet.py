@@ -6,7 +6,7 @@
 
 from torch import nn
 
-from .layers import linear
+from .layers import Linear
 
 
 class LeNet(nn.Module):
@@ -17,14 +17,13 @@ class LeNet(nn.Module):
         sizes = [in_features, *hidden, num_classes]
         self.layers = len(sizes) - 1
         for i, (a, b) in enumerate(zip(sizes, sizes[1:]), start=1):
-            self.add_module(f"fc{i}", nn.Linear(a, b))
+            self.add_module(f"fc{i}", Linear(a, b))
         self.output_layer = f"fc{self.layers}"
 
     def forward(self, x):  # x: [B, C, H, W] or stacked [M, B, C, H, W]
         h = x.flatten(-3)
         for i in range(1, self.layers + 1):
-            fc = getattr(self, f"fc{i}")
-            h = linear(h, fc.weight, fc.bias)
+            h = getattr(self, f"fc{i}")(h)
             if i < self.layers:
                 h = h.relu()
         return h

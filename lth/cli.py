@@ -37,10 +37,11 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def config_from_args(args):
-    from .presets import override, parse_value, preset, validate
+def config_from_args(args, base: dict | None = None):
+    """The preset (or ``base``, a recorded config) with the command line's overrides applied."""
+    from .presets import Config, override, parse_value, preset, validate
 
-    cfg = preset(args.preset)
+    cfg = Config(**base) if base is not None else preset(args.preset)
     values = {}
     for k, v in vars(args).items():
         if k.startswith("cfg_") and v is not None:
@@ -70,8 +71,18 @@ def _run(args, dense_only: bool) -> int:
     from . import lottery
     from .report import report
 
-    cfg = config_from_args(args)
-    run = lottery.run(cfg, args.out, progress=not args.no_progress, dense_only=dense_only)
+    ticket = None
+    if getattr(args, "ticket", None):
+        from . import ticket as T
+
+        ticket = T.load(args.ticket)
+    base = None
+    if args.preset is None:
+        if ticket is None or "config" not in ticket.meta:
+            raise LthError("give a PRESET (or --ticket FILE packed from a run, which records its config)")
+        base = ticket.meta["config"]
+    cfg = config_from_args(args, base=base)
+    run = lottery.run(cfg, args.out, progress=not args.no_progress, dense_only=dense_only, ticket=ticket)
     if run.writer:
         print(report(run.path))
         print(f"results in {run.path}/ (results.csv, accuracy_vs_remaining.png, early_stop_vs_remaining.png)")
@@ -90,6 +101,69 @@ def cmd_report(args) -> int:
     from .report import report
 
     print(report(args.dir))
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from . import pack
+    from . import ticket as T
+
+    t = pack.from_lottery_run(args.run_dir, level=args.level, experiment=args.experiment, trial=args.trial,
+                              trained=args.trained, dtype=args.dtype)
+    n = T.save(t, args.output)
+    print(f"wrote {args.output}: {n:,} bytes ({t.weights} weights, level {t.meta.get('level')})")
+    return 0
+
+
+def format_inspect(info: dict) -> str:
+    lines = [
+        f"total            {info['total_bytes']:>10,} bytes  ({info['bits_per_prunable_weight']:.4f} bits per prunable weight)",
+        f"  header         {info['header_bytes']:>10,}",
+        f"  masks          {info['mask_bytes']:>10,}  (entropy bound {info['entropy_bound_bytes']:,.1f}, "
+        f"gap {100 * info['gap_to_bound']:+.3f}%)",
+        f"  floats         {info['float_bytes']:>10,}  (weights: {info['weights']})",
+        f"  checksum       {info['checksum_bytes']:>10,}",
+        f"weights sha256   {info['weights_sha256']}",
+        "",
+        f"{'tensor':<24}{'shape':<16}{'density':>9}{'coding':>12}{'bytes':>10}{'bound':>11}",
+    ]
+    for m in info["masks"]:
+        lines.append(f"{m['name']:<24}{'x'.join(map(str, m['shape'])):<16}{100 * m['density']:>8.2f}%"
+                     f"{m['coding']:>12}{m['bytes']:>10,}{m['bound_bytes']:>11,.1f}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args) -> int:
+    import json
+    from pathlib import Path
+
+    from . import ticket as T
+
+    path = Path(args.ticket)
+    if not path.exists():
+        raise LthError(f"{path}: no such ticket file")
+    info = T.inspect(path.read_bytes(), source=str(path))
+    print(json.dumps(info, indent=2) if args.json else format_inspect(info))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import pack
+    from . import ticket as T
+
+    t = T.load(args.ticket)
+    metrics = pack.evaluate(t, data_dir=args.data_dir, device=args.device)
+    for k, v in metrics.items():
+        print(f"{k:<10} {v:.6f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import pack
+    from . import ticket as T
+
+    for p in pack.export(T.load(args.ticket), args.output, torch_prune=args.torch_prune):
+        print(f"wrote {p}")
     return 0
 
 
@@ -113,14 +187,44 @@ def parser() -> argparse.ArgumentParser:
         ("train", cmd_train, "train the dense network alone (level 0 of a lottery run)"),
     ):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("preset")
+        p.add_argument("preset", nargs="?" if name == "train" else None)
         p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
+        if name == "train":
+            p.add_argument("--ticket", help="retrain the subnetwork of this ticket file (its masks, seed, data order)")
         add_config_flags(p)
         p.set_defaults(fn=fn)
 
     p = sub.add_parser("report", help="table (mean ± std) and plots of a run directory")
     p.add_argument("dir")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("pack", help="pack a run's ticket into a ticket file")
+    p.add_argument("run_dir")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--level", type=int, default=None, help="level to pack (default: the last finished)")
+    p.add_argument("--experiment", default="ticket", choices=["ticket", "reinit", "random"])
+    p.add_argument("--trial", type=int, default=0)
+    p.add_argument("--trained", action="store_true", help="ship the trained weights (stored floats)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                   help="precision of stored weights")
+    p.set_defaults(fn=cmd_pack)
+
+    p = sub.add_parser("inspect", help="parts of a ticket file, their bytes and the entropy bound")
+    p.add_argument("ticket")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_inspect)
+
+    p = sub.add_parser("eval", help="regenerate a ticket's network and evaluate it")
+    p.add_argument("ticket")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("export", help="dense safetensors (and torch.nn.utils.prune form) from a ticket")
+    p.add_argument("ticket")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--torch-prune", action="store_true", help="also write weight_orig/weight_mask form")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True)

@@ -58,3 +58,39 @@ def test_train_writes_level_zero_results_and_report(tmp_path):
     assert (out / "results.csv").exists() and (out / "level_00" / "ticket_trial0.safetensors").exists()
     assert (out / "accuracy_vs_remaining.png").exists()
     assert "ticket" in p.stdout
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli_ticket")
+    p = run_cli("lottery", "mnist_quick", "--out", str(tmp / "r"), "--iterations", "20", "--eval-every", "10",
+                "--levels", "1", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("pack", str(tmp / "r"), "-o", str(tmp / "m.ticket"))
+    assert p.returncode == 0, p.stderr
+    return tmp
+
+
+def test_inspect_json_has_sizes_bound_and_weights_digest(packed):
+    import json
+
+    p = run_cli("inspect", str(packed / "m.ticket"), "--json")
+    info = json.loads(p.stdout)
+    assert {"total_bytes", "mask_bytes", "entropy_bound_bytes", "weights_sha256"} <= set(info)
+    assert info["total_bytes"] == (packed / "m.ticket").stat().st_size
+
+
+def test_corrupted_ticket_is_one_line_error(packed):
+    data = bytearray((packed / "m.ticket").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    bad = packed / "bad.ticket"
+    bad.write_bytes(bytes(data))
+    for cmd in ("inspect", "eval"):
+        p = run_cli(cmd, str(bad))
+        assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and "checksum" in p.stderr
+
+
+def test_train_from_ticket_without_preset_uses_recorded_config(packed):
+    p = run_cli("train", "--ticket", str(packed / "m.ticket"), "--out", str(packed / "re"), "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert (packed / "re" / "results.csv").exists()

@@ -64,7 +64,7 @@ def load_task(cfg: Config, device: str):
     from .data import load_mnist
     from .tasks.classify import ImageClassification
 
-    data = load_mnist(cfg.data_dir, name=cfg.dataset)
+    data = load_mnist(cfg.data_dir, name=cfg.dataset, normalize=cfg.normalize)
     return ImageClassification(data).to(device)
 
 

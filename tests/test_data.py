@@ -363,3 +363,10 @@ def test_download_mnist_fetches_missing_and_skips_valid_files(server, tmp_path):
     assert download_mnist(dest, base_url=url) == dest
     for stem in FILES.values():
         assert (dest / f"{stem}.gz").read_bytes() == (EMBEDDED / f"{stem}.gz").read_bytes()
+
+
+def test_unnormalized_pixels_lie_in_unit_interval():
+    from lth.data import load_mnist
+
+    data = load_mnist(normalize=False, val_size=5000)
+    assert float(data.train.x.min()) == 0.0 and float(data.train.x.max()) == 1.0

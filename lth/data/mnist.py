@@ -186,7 +186,8 @@ def resolve_dir(data_dir: str | os.PathLike | None, name: str) -> Path:
 
 
 def load_mnist(
-    data_dir: str | os.PathLike | None = None, *, name: str = "mnist", val_size: int = 5000
+    data_dir: str | os.PathLike | None = None, *, name: str = "mnist", val_size: int = 5000,
+    normalize: bool = True,
 ) -> ImageData:
     """Load an MNIST-format dataset into memory as train/val/test splits.
 
@@ -194,7 +195,8 @@ def load_mnist(
     offline. Otherwise ``data_dir`` must hold the four standard files, plain or ``.gz``.
     ``name`` labels the dataset (e.g. "fashion-mnist"). Validation is the last ``val_size``
     training images; normalization uses the mean and std of the remaining training images only,
-    so nothing about validation or test data leaks into the inputs.
+    so nothing about validation or test data leaks into the inputs. ``normalize=False`` keeps
+    pixels in [0, 1] (x / 255), as Frankle & Carbin (2019) fed them.
     """
     paths = locate_files(resolve_dir(data_dir, name))
     train_images = read_images(paths["train_images"])
@@ -208,7 +210,7 @@ def load_mnist(
         )
     check_val_size(val_size, len(train_images))
     cut = len(train_images) - int(val_size)
-    mean, std = pixel_stats(train_images[:cut])
+    mean, std = pixel_stats(train_images[:cut]) if normalize else (0.0, 1.0)
     return ImageData(
         name=name,
         train=to_split(train_images[:cut], train_labels[:cut], mean, std),

@@ -1,0 +1,379 @@
+"""Text corpora for language modeling: plain UTF-8 text -> tokens -> token shards.
+
+Tokenizers. ``"bytes"``: the UTF-8 bytes themselves (vocabulary 256; token = byte). Or a SentencePiece
+BPE model (``.model`` file) trained with :func:`train_tokenizer` on the training split, with
+``byte_fallback`` (a character outside the vocabulary becomes its UTF-8 bytes ``<0xNN>``), identity
+normalisation, no dummy prefix and no whitespace collapsing, so that ``decode(encode(text)) == text``
+for any text (a literal ``▁`` included, see :meth:`Tokenizer.encode`) and every token stands for a fixed
+number of UTF-8 bytes (:meth:`Tokenizer.token_bytes`): bits per byte can then be measured exactly.
+
+Splits. The validation split is the END of the text: its last ``round(val_fraction * lines)`` lines
+(lines end at ``"\\n"``; at least one line each side), 10% by default; the rest is the training split.
+For the embedded World English Bible that is the last 3,108 of its 31,077 lines. :func:`split_text`.
+
+Shards (the parameter-golf / modded-nanogpt format): a header of 256 little-endian int32 (magic
+20240520, version 1, token count, then zeros) followed by the tokens as little-endian uint16; the file
+size is exactly ``1024 + 2 * count``. :func:`encode_corpus` writes a directory::
+
+    train.bin     tokens of the training split
+    val.bin       tokens of the validation split
+    val.json      {"bytes": exact UTF-8 byte count of the validation text, "tokens", "lines", "sha256"}
+    meta.json     tokenizer ("bytes" or "sentencepiece"), vocab_size, token_bytes (per-token byte
+                  lengths), source, val_fraction
+    tokenizer.model   a copy of the SentencePiece model (SentencePiece only)
+
+which :func:`load_tokens` reads back (``load_tokens()`` with no directory: the embedded corpus at the
+byte level, encoded in memory). Every problem with a user's file is a one-line
+:class:`lth.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lth.data.idx import one_line, read_bytes
+from lth.errors import ConfigError, DataError
+from lth.io import atomic_write_bytes, atomic_write_json
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = 4 * HEADER_INTS
+MAX_VOCAB = 1 << 16  # tokens are uint16
+VAL_FRACTION = 0.1
+EMBEDDED_TEXT = Path(__file__).resolve().parent / "files" / "text" / "bible-web-en.txt.gz"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Shards
+def write_shard(path: str | os.PathLike, tokens) -> Path:
+    """Write ``tokens`` (ints in [0, 65535]) as a shard, atomically; returns the path."""
+    toks = np.asarray(tokens)
+    if toks.ndim != 1:
+        raise DataError(f"{path}: tokens must be 1-D, got shape {toks.shape}")
+    if toks.size and not np.issubdtype(toks.dtype, np.integer):
+        raise DataError(f"{path}: tokens must be integers, got dtype {toks.dtype}")
+    if toks.size and (toks.min() < 0 or toks.max() >= MAX_VOCAB):
+        raise DataError(f"{path}: tokens must lie in [0, {MAX_VOCAB - 1}], found [{toks.min()}, {toks.max()}]")
+    if toks.size > np.iinfo(np.int32).max:
+        raise DataError(f"{path}: {toks.size} tokens do not fit the header's int32 count")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (MAGIC, VERSION, toks.size)
+    atomic_write_bytes(path, header.tobytes() + toks.astype("<u2").tobytes())
+    return Path(path)
+
+
+def read_shard(path: str | os.PathLike) -> np.ndarray:
+    """The tokens of a shard as a read-only uint16 ``np.memmap`` (an empty array for 0 tokens).
+
+    Rejects a file that is not a regular file, has a short header, a wrong magic or version, or whose
+    size is not exactly ``1024 + 2 * count``, with a one-line DataError naming the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: {'not a regular file' if p.exists() else 'no such file'}")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(HEADER_BYTES)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {one_line(exc.strerror or exc)}") from exc
+    if len(head) < HEADER_BYTES:
+        raise DataError(f"{path}: truncated: {len(head)} bytes, shorter than the {HEADER_BYTES}-byte shard header")
+    magic, version, count = (int(v) for v in np.frombuffer(head, dtype="<i4", count=3))
+    if magic != MAGIC:
+        raise DataError(f"{path}: bad magic {magic}: not a token shard (expected {MAGIC})")
+    if version != VERSION:
+        raise DataError(f"{path}: unsupported shard version {version} (expected {VERSION})")
+    if count < 0 or size != HEADER_BYTES + 2 * count:
+        raise DataError(
+            f"{path}: size {size} bytes does not match the header's {count} tokens "
+            f"(expected {HEADER_BYTES + 2 * max(count, 0)} bytes)"
+        )
+    if count == 0:
+        return np.zeros(0, dtype="<u2")
+    return np.memmap(p, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(count,))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Text and splits
+def load_text(path: str | os.PathLike | None = None) -> str:
+    """A UTF-8 text file (gzipped or not, told by its magic bytes); ``None``: the embedded corpus."""
+    path = EMBEDDED_TEXT if path is None else path
+    data = read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}") from exc
+
+
+def count_lines(text: str) -> int:
+    """Lines end at ``"\\n"``; a last line without one still counts."""
+    return text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+
+
+def split_text(text: str, val_fraction: float = VAL_FRACTION) -> tuple[str, str]:
+    """``(train, val)``: val is the last ``round(val_fraction * lines)`` lines (at least one line on each
+    side); ``train + val == text``."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    n = count_lines(text)
+    if n < 2:
+        raise DataError(f"the text has {n} line(s); a train/validation split needs at least 2")
+    k = min(max(round(val_fraction * n), 1), n - 1)
+    cut = -1
+    for _ in range(n - k):  # the start of line n - k is just after the (n - k)-th newline
+        cut = text.index("\n", cut + 1)
+    return text[: cut + 1], text[cut + 1 :]
+
+
+def _lines(text: str) -> list[str]:
+    """The text's lines, each with its ``"\\n"`` (so ``"".join(_lines(t)) == t``)."""
+    parts = text.split("\n")
+    out = [p + "\n" for p in parts[:-1]]
+    return out + [parts[-1]] if parts[-1] else out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tokenizers
+def _sentencepiece():
+    try:
+        import sentencepiece
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("SentencePiece tokenizers need the sentencepiece package: pip install sentencepiece") from exc
+    return sentencepiece
+
+
+class Tokenizer:
+    """``"bytes"`` or a SentencePiece model: ``encode``, ``decode``, ``vocab_size``, ``token_bytes``."""
+
+    def __init__(self, spec: str | os.PathLike = "bytes"):
+        self.spec = str(spec)
+        self.sp = None
+        self.model_bytes = None
+        if self.spec == "bytes":
+            self.kind, self.vocab_size = "bytes", 256
+            return
+        spm = _sentencepiece()
+        self.model_bytes = read_bytes(spec)
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(self.model_bytes)
+        except Exception as exc:  # sentencepiece raises RuntimeError/OSError with multi-line text
+            raise DataError(f"{spec}: not a SentencePiece model: {one_line(exc)}") from exc
+        self.kind, self.vocab_size = "sentencepiece", int(self.sp.GetPieceSize())
+        if self.vocab_size > MAX_VOCAB:
+            raise DataError(f"{spec}: vocabulary of {self.vocab_size} does not fit uint16 tokens")
+
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids (uint16) of ``text``, encoded line by line (no token spans a newline).
+
+        SentencePiece writes a space as ``▁`` (U+2581), so a literal U+2581 in the text would decode
+        as a space: it is encoded as its three UTF-8 byte pieces instead, which decode to itself.
+        """
+        if self.sp is None:
+            return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
+        mark = [self.sp.PieceToId(f"<0x{b:02X}>") for b in "\u2581".encode("utf-8")]
+        ids: list[int] = []
+        for i, chunk in enumerate(text.split("\u2581")):
+            if i:
+                ids += mark
+            ids += [t for line in self.sp.encode(_lines(chunk)) for t in line]
+        return np.asarray(ids, dtype=np.uint16)
+
+    def decode(self, ids) -> str:
+        ids = [int(t) for t in np.asarray(ids).reshape(-1)]
+        if self.sp is None:
+            return bytes(ids).decode("utf-8", errors="replace")
+        return self.sp.decode(ids)
+
+    def token_bytes(self) -> np.ndarray:
+        """[vocab_size] int64: the UTF-8 bytes each token adds to the decoded text.
+
+        Bytes: 1. SentencePiece: a byte-fallback piece ``<0xNN>`` is 1 byte; a control or unknown piece
+        0; any other piece its text with ``▁`` (U+2581, 3 bytes) counted as the 1-byte space it decodes
+        to. Exact for models without a dummy prefix (the decoder strips the first ``▁`` of such a model's
+        output); :func:`encode_corpus` checks the sum against the text.
+        """
+        if self.sp is None:
+            return np.ones(256, dtype=np.int64)
+        sp, out = self.sp, np.zeros(self.vocab_size, dtype=np.int64)
+        for i in range(self.vocab_size):
+            if sp.IsByte(i):
+                out[i] = 1
+            elif not (sp.IsControl(i) or sp.IsUnknown(i)):
+                out[i] = len(sp.IdToPiece(i).replace("\u2581", " ").encode("utf-8"))
+        return out
+
+
+def train_tokenizer(
+    source: str | os.PathLike | None,
+    model_prefix: str | os.PathLike,
+    vocab_size: int,
+    *,
+    val_fraction: float = VAL_FRACTION,
+    num_threads: int | None = None,
+) -> Path:
+    """Train a SentencePiece BPE tokenizer; writes ``{model_prefix}.model`` atomically and returns it.
+
+    ``source``: a ``str`` is the training text itself, used whole; a path (``pathlib.Path`` or other
+    ``os.PathLike``) or ``None`` (the embedded corpus) is a text file, of which only the training split
+    (all but the validation tail, see :func:`split_text`) is used. Each line is one SentencePiece
+    sentence. Options: BPE, ``byte_fallback``, identity normalisation, no dummy prefix, whitespace kept
+    as is (whitespace-only pieces allowed), digits split, only the ``<unk>`` special piece (id 0), so
+    ids 1-256 are the bytes ``<0x00>``-``<0xFF>``.
+    """
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 260 <= vocab_size <= MAX_VOCAB:
+        raise ConfigError(f"vocab_size must be an integer in [260, {MAX_VOCAB}], got {vocab_size!r}")
+    text = source if isinstance(source, str) else split_text(load_text(source), val_fraction)[0]
+    sentences = [s for s in text.split("\n") if s]
+    if not sentences:
+        raise DataError(f"{source if not isinstance(source, str) else 'text'}: no text to train a tokenizer on")
+    spm = _sentencepiece()
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            byte_fallback=True,
+            character_coverage=0.9995,
+            normalization_rule_name="identity",
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            split_digits=True,
+            max_sentence_length=1 << 20,
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            num_threads=num_threads or min(4, os.cpu_count() or 1),
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        raise DataError(f"sentencepiece could not train a {vocab_size}-token model: {one_line(exc)}") from exc
+    path = Path(f"{model_prefix}.model")
+    atomic_write_bytes(path, model.getvalue())
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Corpora: text -> shards -> tokens
+def encode_corpus(
+    text_path: str | os.PathLike | None,
+    tokenizer: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    val_fraction: float = VAL_FRACTION,
+) -> dict:
+    """Split ``text_path`` (``None``: the embedded corpus), encode both splits with ``tokenizer``
+    (``"bytes"`` or a ``.model`` path) and write ``out_dir``'s shards and JSON (see the module
+    docstring); returns the meta dict. Fails with a DataError if the tokenizer does not reproduce the
+    text exactly or its per-token byte lengths do not add up to the text's bytes.
+    """
+    tok = Tokenizer(tokenizer)
+    text = load_text(text_path)
+    train, val = split_text(text, val_fraction)
+    table = tok.token_bytes()
+    out, counts = Path(out_dir), {}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", train), ("val", val)):
+        ids = tok.encode(part)
+        nbytes = len(part.encode("utf-8"))
+        if tok.decode(ids) != part:
+            raise DataError(f"{tokenizer}: does not reproduce the {name} text exactly; train one with train_tokenizer")
+        if int(table[ids].sum()) != nbytes:
+            raise DataError(
+                f"{tokenizer}: token byte lengths add up to {int(table[ids].sum())}, but the {name} text has "
+                f"{nbytes} bytes (a dummy-prefix model?); train one with train_tokenizer"
+            )
+        write_shard(out / f"{name}.bin", ids)
+        counts[name] = (len(ids), nbytes, count_lines(part), hashlib.sha256(part.encode("utf-8")).hexdigest())
+    n, nbytes, lines, sha = counts["val"]
+    atomic_write_json(out / "val.json", {"bytes": nbytes, "tokens": n, "lines": lines, "sha256": sha})
+    if tok.model_bytes is not None:
+        atomic_write_bytes(out / "tokenizer.model", tok.model_bytes)
+    meta = {
+        "format": "lth-tokens",
+        "tokenizer": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "token_bytes": table.tolist(),
+        "source": "embedded:bible-web-en" if text_path is None else str(text_path),
+        "val_fraction": val_fraction,
+        "train_tokens": counts["train"][0],
+        "train_bytes": counts["train"][1],
+        "val_tokens": n,
+        "val_bytes": nbytes,
+    }
+    atomic_write_json(out / "meta.json", meta)
+    return meta
+
+
+@dataclass
+class TokenData:
+    """Token streams of a corpus: ``train``/``val`` int32 [N], ``token_bytes`` int64 [vocab_size]."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    vocab_size: int
+    token_bytes: torch.Tensor
+    val_bytes: int  # UTF-8 bytes of the validation text (= token_bytes[val].sum())
+    tokenizer: str = "bytes"
+
+    def to(self, device) -> "TokenData":
+        return TokenData(
+            self.train.to(device), self.val.to(device), self.vocab_size, self.token_bytes.to(device),
+            self.val_bytes, self.tokenizer,
+        )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(read_bytes(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON: {one_line(exc)}") from exc
+
+
+def load_tokens(data_dir: str | os.PathLike | None = None, val_fraction: float = VAL_FRACTION) -> TokenData:
+    """Tokens of an :func:`encode_corpus` directory; ``None``: the embedded corpus at the byte level,
+    split with ``val_fraction`` and encoded in memory."""
+    if data_dir is None:
+        train, val = split_text(load_text(None), val_fraction)
+        tb = np.ones(256, dtype=np.int64)
+        enc = Tokenizer("bytes").encode
+        return TokenData(
+            torch.from_numpy(enc(train).astype(np.int32)), torch.from_numpy(enc(val).astype(np.int32)), 256,
+            torch.from_numpy(tb), len(val.encode("utf-8")), "bytes",
+        )
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DataError(f"{data_dir}: token directory does not exist")
+    meta, side = _read_json(d / "meta.json"), _read_json(d / "val.json")
+    try:
+        vocab, table, val_bytes = int(meta["vocab_size"]), np.asarray(meta["token_bytes"], np.int64), int(side["bytes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{d / 'meta.json'}: missing or bad field: {one_line(exc)}") from exc
+    if table.shape != (vocab,):
+        raise DataError(f"{d / 'meta.json'}: token_bytes has {table.size} entries for a vocabulary of {vocab}")
+    shards = {}
+    for name in ("train", "val"):
+        toks = read_shard(d / f"{name}.bin")
+        if toks.size and int(toks.max()) >= vocab:
+            raise DataError(f"{d / f'{name}.bin'}: token {int(toks.max())} outside the vocabulary of {vocab}")
+        shards[name] = torch.from_numpy(np.asarray(toks, dtype=np.int32))
+    counted = int(table[shards["val"].numpy()].sum())
+    if counted != val_bytes:
+        raise DataError(f"{d / 'val.json'}: says {val_bytes} bytes, but the val tokens cover {counted}")
+    return TokenData(
+        shards["train"], shards["val"], vocab, torch.from_numpy(table), val_bytes, str(meta.get("tokenizer"))
+    )
+

@@ -22,6 +22,12 @@ DOC = {
     "device": "auto (CUDA when present), cpu or cuda:N",
     "batched": "train trials and branches together as one batched model (true/false)",
     "data_dir": "directory with MNIST-format IDX files (default: the embedded MNIST)",
+    "rule": "supermask: ste, topk or bernoulli",
+    "density": "supermask: target fraction of weights kept",
+    "temperature": "supermask ste: temperature at step 0",
+    "temperature_final": "supermask ste: temperature at the last step",
+    "threshold": "supermask ste: tau; mask = sigmoid(score / T) >= tau",
+    "density_penalty": "supermask ste/bernoulli: pull of each layer's density towards the target",
 }
 
 
@@ -95,6 +101,22 @@ def cmd_lottery(args) -> int:
 
 def cmd_train(args) -> int:
     return _run(args, dense_only=True)
+
+
+def cmd_supermask(args) -> int:
+    from . import supermask
+    from .report import report
+
+    cfg = config_from_args(args)
+    sm = supermask.SupermaskRun(cfg, args.out, progress=not args.no_progress)
+    run = sm.run_trials()
+    counts = supermask.trained_floats(sm.template, sm.names)
+    print(report(run.path))
+    print(f"trained: {counts['scores']:,} scores (shipped as {counts['mask_bits']:,} mask bits) and "
+          f"{counts['scales']} scales; trained floats shipped: {counts['trained_floats_shipped']}; "
+          f"weights never trained ({counts['frozen']:,} floats regenerated from the seed)")
+    print(f"results in {run.path}/ (results.csv, supermask_trial*.safetensors, accuracy_vs_remaining.png)")
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -194,6 +216,12 @@ def parser() -> argparse.ArgumentParser:
         add_config_flags(p)
         p.set_defaults(fn=fn)
 
+    p = sub.add_parser("supermask", help="train masks (and a few scales) over frozen seed-derived weights")
+    p.add_argument("preset")
+    p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
+    add_config_flags(p)
+    p.set_defaults(fn=cmd_supermask)
+
     p = sub.add_parser("report", help="table (mean ± std) and plots of a run directory")
     p.add_argument("dir")
     p.set_defaults(fn=cmd_report)
@@ -244,7 +272,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to resume after the last finished level", file=sys.stderr)
+        what = "trial" if args.command == "supermask" else "level"
+        print(f"\ninterrupted: run the same command again to resume after the last finished {what}", file=sys.stderr)
         return 130
 
 

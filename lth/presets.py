@@ -43,6 +43,17 @@ class Config:
     controls: list = field(default_factory=list)  # subset of ["reinit", "random"]
     trials: int = 1
     seed: int = 0
+    # supermask training (`lth supermask`, lth.supermask): None means the rule's default, and fields a
+    # rule does not use must stay None. Lottery runs ignore these (and record them as None).
+    rule: str | None = None  # ste | topk | bernoulli (default topk)
+    density: float | None = None  # target fraction of weights kept (topk: exact per layer)
+    score_init: str | None = None  # lth.init scheme for the initial scores (seed derived from the trial's)
+    lr_schedule: str | None = None  # constant | cosine
+    scale_lr: float | None = None  # Adam rate of the learned scales (0: scales stay at 1/sqrt(density))
+    temperature: float | None = None  # ste: T at step 0 (mask = sigmoid(score / T) >= threshold)
+    temperature_final: float | None = None  # ste: T at the last step (geometric annealing)
+    threshold: float | None = None  # ste: tau in (0, 1), not 0.5; the score threshold is T * logit(tau)
+    density_penalty: float | None = None  # ste, bernoulli: pull of each layer's density to the target
     # execution
     batched: bool = True
     device: str = "auto"
@@ -68,6 +79,45 @@ PRESETS: dict[str, dict] = {
         layer_rates={"fc3.weight": 0.25},
         controls=["reinit", "random"],
         eval_every=200,
+    ),
+    "mnist_supermask": dict(
+        description="Supermask on LeNet-300-100, weights never trained: edge-popup top-50% per layer over "
+        "signed-constant weights, SGD 0.2 cosine, 8 epochs",
+        init="signed_constant",
+        rule="topk",
+        density=0.5,
+        optimizer="sgd",
+        lr=0.2,
+        momentum=0.9,
+        weight_decay=5e-4,
+        batch_size=128,
+        epochs=8,
+        eval_every=430,
+    ),
+    "mnist_supermask_ste": dict(
+        description="Supermask on LeNet-300-100, rule ste: sigmoid(score/T) >= 0.3 with T annealed 1 -> 0.05, "
+        "50% target density, Adam 0.03 cosine, 8 epochs",
+        init="signed_constant",
+        rule="ste",
+        density=0.5,
+        density_penalty=0.1,
+        optimizer="adam",
+        lr=0.03,
+        batch_size=128,
+        epochs=8,
+        eval_every=430,
+    ),
+    "mnist_supermask_bernoulli": dict(
+        description="Supermask on LeNet-300-100, rule bernoulli (Zhou et al. 2019): sampled masks, "
+        "deterministic at evaluation, Adam 0.1 cosine, 8 epochs",
+        init="signed_constant",
+        rule="bernoulli",
+        density=0.5,
+        optimizer="adam",
+        lr=0.1,
+        batch_size=128,
+        epochs=8,
+        eval_every=430,
     ),
 }
 
@@ -160,6 +210,8 @@ def validate(cfg: Config) -> Config:
     if cfg.data_dir is not None:
         need(Path(cfg.data_dir).is_dir(), f"data_dir {cfg.data_dir} is not a directory")
     need(cfg.dataset == "mnist" or cfg.data_dir is not None, f"dataset {cfg.dataset} needs --data-dir")
+    need(cfg.rule in (None, "ste", "topk", "bernoulli"), f"rule must be one of ste, topk, bernoulli, got {cfg.rule!r}")
+    need(cfg.density is None or 0.0 < cfg.density <= 1.0, f"density must be in (0, 1], got {cfg.density}")
     from . import models
     from .init import SCHEMES
 

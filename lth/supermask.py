@@ -1,0 +1,626 @@
+"""Supermask training: learn which weights to keep, never the weights themselves.
+
+The prunable weights (``lth.masks.prunable_names``: matrices and kernels) stay frozen, bit-exactly, at
+their seed-derived init (:func:`lth.init.init_from_seed`); biases and other 1-D parameters stay at
+their init too (zeros for biases). Each frozen weight tensor ``W`` gets a score tensor ``s`` of its
+shape, and the network is called (``torch.func.functional_call``) with the effective weights
+
+    W_eff = scale * W * mask(s)
+
+where ``mask`` is binary in the forward pass and differentiable by a straight-through estimator (STE)
+in the backward pass. Three mask rules:
+
+``topk``  (edge-popup, Ramanujan et al. 2020) per tensor keep exactly ``round(density * n)`` entries of
+          largest ``|s|``; backward: ``d mask / d s = sign(s)`` (gradient straight to the scores).
+``ste``   ``mask = 1[sigmoid(s / T) >= tau]`` with ``tau != 0.5``: the threshold on the scores is
+          ``T * logit(tau)``, so it really moves as the temperature ``T`` anneals (geometrically from
+          ``temperature`` to ``temperature_final``). With ``tau < 0.5`` the threshold is negative and rises
+          towards 0: at fixed scores the mask gets sparser as ``T`` falls, and only scores that the task
+          keeps pushing up survive. Backward: the gradient of ``sigmoid(s / T)``. Density control: each
+          score is also pulled by ``density_penalty * (density_l - target)`` (through the same STE,
+          ``density_l`` being the layer's actual mask density), i.e. the loss gets
+          ``density_penalty / 2 * sum_l n_l (density_l - target)^2``.
+``bernoulli`` (Zhou et al. 2019) in training ``mask ~ Bernoulli(sigmoid(s))``, backward through
+          ``sigmoid(s)``; in evaluation ``mask = 1[sigmoid(s) > 0.5]`` (deterministic). ``density`` sets
+          the initial expected density (scores centred on ``logit(density)``); the same density pull as
+          ``ste`` is available (``density_penalty``, default 0: the density is learned).
+
+Scores are seed-derived too (``score_init``, an :mod:`lth.init` scheme, under a seed derived from the
+trial's), so a trial is reproducible from its seed alone. Scores train with the config's optimizer,
+learning rate and weight decay (cosine schedule by default); scales with their own Adam at ``scale_lr``
+(one scale's gradient sums over a whole layer, and SGD at the scores' rate overshoots), no decay.
+Presets: ``mnist_supermask`` (topk, SGD), ``mnist_supermask_ste`` and ``mnist_supermask_bernoulli``
+(Adam; the sigmoid rules' scores live in logit units, where SGD at 0.2 learns too slowly).
+
+What trains: the scores (one float per masked weight; they become the mask bits and are not shipped)
+and a few float *scales*. By default one scale per masked tensor (LeNet-300-100: 3; the last one is
+the pre-logit scale; in a bias-free ReLU network only their product matters). A model may declare more scale points with an attribute
+``supermask_scale_groups = {"blocks.0.attn.qkv.weight": 36, ...}``: the tensor's output dimension is split
+into that many equal groups, each with its own scale (e.g. one per attention head). Nothing else
+trains. :func:`trained_floats` gives the exact counts.
+
+A run (:class:`SupermaskRun`) uses the lottery run-directory layout: ``config.json``, ``env.json``,
+``state.json`` (``trials_done``), ``results.csv`` (experiment = the rule, level 0, remaining = the
+actual mask density at that evaluation, plus the target ``density``), and per trial
+``supermask_trial{t}.safetensors`` with ``mask.<name>`` (uint8), ``score.<name>`` and ``scale.<name>``.
+A finished trial is skipped when the same command runs again; ``lth report DIR`` works on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from . import masks as M
+from .errors import ConfigError
+from .init import SCHEMES, generate, resolve_scheme, weights_sha256
+
+RULES = ("ste", "topk", "bernoulli")
+
+# Resolved values of the supermask Config fields when the config leaves them None. Fields a rule does
+# not use must stay None (setting them is an error, so that a run never records an ignored knob).
+DEFAULTS = {
+    "topk": dict(density=0.5, score_init="kaiming_uniform", lr_schedule="cosine", scale_lr=1e-3),
+    "ste": dict(density=0.5, score_init="kaiming_uniform", lr_schedule="cosine", scale_lr=1e-3, temperature=1.0,
+                temperature_final=0.05, threshold=0.3, density_penalty=0.1),
+    "bernoulli": dict(density=0.5, score_init="kaiming_uniform", lr_schedule="cosine", scale_lr=1e-3,
+                      density_penalty=0.0),
+}
+SUPERMASK_FIELDS = ("rule", "density", "score_init", "lr_schedule", "scale_lr", "temperature", "temperature_final",
+                    "threshold", "density_penalty")
+
+
+def resolve_config(cfg):
+    """The config with every supermask field filled in for its rule; one-line errors on bad values."""
+    rule = cfg.rule if cfg.rule is not None else "topk"
+    if rule not in RULES:
+        raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    defaults = DEFAULTS[rule]
+    values = {"rule": rule}
+    for f in SUPERMASK_FIELDS[1:]:
+        v = getattr(cfg, f)
+        if f not in defaults:
+            if v is not None:
+                raise ConfigError(f"{f} applies to rule {'ste' if f != 'density_penalty' else 'ste or bernoulli'} "
+                                  f"only, not {rule}")
+            continue
+        values[f] = defaults[f] if v is None else v
+    cfg = dataclasses.replace(cfg, **values)
+    check(cfg)
+    return cfg
+
+
+def check(cfg) -> None:
+    def need(ok, msg):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.rule in RULES, f"rule must be one of {', '.join(RULES)}, got {cfg.rule!r}")
+    need(0.0 < cfg.density <= 1.0, f"density must be in (0, 1], got {cfg.density}")
+    need(cfg.score_init in SCHEMES, f"unknown score_init {cfg.score_init!r}; choose from {sorted(SCHEMES)}")
+    need(cfg.scale_lr >= 0, f"scale_lr must be >= 0 (0: scales stay at their init), got {cfg.scale_lr}")
+    need(cfg.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {cfg.lr_schedule!r}")
+    if cfg.rule == "ste":
+        need(cfg.temperature > 0 and cfg.temperature_final > 0,
+             f"temperatures must be > 0, got {cfg.temperature} and {cfg.temperature_final}")
+        need(0.0 < cfg.threshold < 1.0 and cfg.threshold != 0.5,
+             f"threshold must be in (0, 1) and not 0.5 (at 0.5 the mask would not depend on T), got {cfg.threshold}")
+    if cfg.density_penalty is not None:
+        need(cfg.density_penalty >= 0, f"density_penalty must be >= 0, got {cfg.density_penalty}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# mask rules: stacked scores [M, ...] -> float masks with a straight-through gradient
+
+
+def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Per member, exactly the ``k`` entries of largest ``|score|`` (ties broken by ``torch.topk``), as 0/1 floats;
+    backward: gradient straight to the scores through ``|s|`` (edge-popup)."""
+    a = scores.abs()
+    flat = a.detach().flatten(1)
+    hard = torch.zeros_like(flat)
+    if k > 0:
+        hard.scatter_(1, flat.topk(k, dim=1, sorted=False).indices, 1.0)
+    hard = hard.view_as(a)
+    return hard + a - a.detach()
+
+
+def ste_threshold(temperature: float, tau: float) -> float:
+    """The score threshold of rule ``ste``: ``sigmoid(s / T) >= tau``  <=>  ``s >= T * logit(tau)``."""
+    return temperature * math.log(tau / (1.0 - tau))
+
+
+def ste_mask(scores: torch.Tensor, temperature: float, tau: float) -> torch.Tensor:
+    soft = torch.sigmoid(scores / temperature)
+    hard = (soft >= tau).to(scores.dtype)
+    return hard + soft - soft.detach()
+
+
+def bernoulli_mask(scores: torch.Tensor, training: bool, generators: list[torch.Generator] | None) -> torch.Tensor:
+    p = torch.sigmoid(scores)
+    if not training:
+        return (p > 0.5).to(scores.dtype)  # deterministic: the most likely mask
+    # One generator per member, so a member's samples do not depend on which others train beside it.
+    u = torch.stack([torch.rand(p.shape[1:], generator=g, device=p.device) for g in generators])
+    hard = (u < p.detach()).to(scores.dtype)
+    return hard + p - p.detach()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the supermask network
+
+
+def scale_groups(model: nn.Module, name: str) -> int:
+    return int(getattr(model, "supermask_scale_groups", {}).get(name, 1))
+
+
+class Supermask(nn.Module):
+    """M members (trials) of one architecture with frozen weights, trainable scores and scales.
+
+    ``weights[m]`` is member m's full parameter dict (name -> tensor) at init; ``scores[m]`` its initial
+    scores for the masked names. Inputs are ``[M, B, ...]``, outputs ``[M, B, ...]`` (as
+    :class:`lth.ensemble.Ensemble`, so tasks evaluate it the same way).
+    """
+
+    def __init__(self, model: nn.Module, weights: list[dict[str, torch.Tensor]], scores: list[dict[str, torch.Tensor]],
+                 *, rule: str, density: float, scale_init: float = 1.0, threshold: float = 0.3,
+                 temperature: float = 1.0, seeds: list[int] | None = None):
+        super().__init__()
+        if rule not in RULES:
+            raise ConfigError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        self.base = copy.deepcopy(model)
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.rule, self.density, self.threshold = rule, float(density), float(threshold)
+        self.temperature = float(temperature)
+        self.members = len(weights)
+        self.names = [n for n, _ in model.named_parameters()]
+        self.masked = list(scores[0])
+        self.stackable = getattr(model, "stackable", False) and not dict(self.base.named_buffers())
+        # Frozen tensors are buffers: they move with .to() but are no parameters, so no optimizer can
+        # touch them. Buffer names cannot contain '.', hence the index-aligned names.
+        for i, n in enumerate(self.names):
+            self.register_buffer(f"w{i}", torch.stack([w[n].detach() for w in weights]).clone())
+        self.scores = nn.ParameterList([nn.Parameter(torch.stack([s[n].detach() for s in scores]).clone())
+                                        for n in self.masked])
+        self.groups = {n: scale_groups(model, n) for n in self.masked}
+        for n in self.masked:
+            out = weights[0][n].shape[0]
+            if out % self.groups[n]:
+                raise ConfigError(f"{n}: {self.groups[n]} scale groups do not divide its {out} outputs")
+        self.scales = nn.ParameterList(
+            [nn.Parameter(torch.full((self.members, self.groups[n]), float(scale_init))) for n in self.masked]
+        )
+        self.ks = {n: max(1, round(self.density * weights[0][n].numel())) for n in self.masked}
+        seeds = seeds if seeds is not None else list(range(self.members))
+        self.generators = None
+        if rule == "bernoulli":
+            self.generators = []
+            for s in seeds:
+                g = torch.Generator(device="cpu")
+                g.manual_seed(int(s))
+                self.generators.append(g)
+        self._buffers_base = {n: b for n, b in self.base.named_buffers()}
+
+    # --- tensors ---------------------------------------------------------------------------------
+
+    def frozen(self) -> dict[str, torch.Tensor]:
+        """name -> stacked frozen parameter [M, ...] (weights at init, biases, norms)."""
+        return {n: getattr(self, f"w{i}") for i, n in enumerate(self.names)}
+
+    def score_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.masked, self.scores))
+
+    def scale_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.masked, self.scales))
+
+    def soft_masks(self) -> dict[str, torch.Tensor]:
+        """Float masks [M, ...]: binary values, straight-through gradients to the scores."""
+        out = {}
+        for n, s in self.score_dict().items():
+            if self.rule == "topk":
+                out[n] = topk_mask(s, self.ks[n])
+            elif self.rule == "ste":
+                out[n] = ste_mask(s, self.temperature, self.threshold)
+            else:
+                gens = self.generators
+                if gens is not None and s.device.type != "cpu":
+                    gens = self._device_generators(s.device)
+                out[n] = bernoulli_mask(s, self.training, gens)
+        return out
+
+    def _device_generators(self, device):
+        if getattr(self, "_dev_gens", None) is None:
+            self._dev_gens = []
+            for g in self.generators:
+                dg = torch.Generator(device=device)
+                dg.manual_seed(g.initial_seed())
+                self._dev_gens.append(dg)
+        return self._dev_gens
+
+    @torch.no_grad()
+    def masks(self) -> M.Masks:
+        """The binary masks the network uses now (evaluation mode for ``bernoulli``), stacked, bool."""
+        was = self.training
+        self.eval()
+        out = {n: m.detach() > 0.5 for n, m in self.soft_masks().items()}
+        self.train(was)
+        return out
+
+    def effective(self, masks: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """name -> stacked effective parameter: ``scale * W * mask`` for masked names, frozen otherwise."""
+        params = dict(self.frozen())
+        masks = self.soft_masks() if masks is None else masks
+        for n, scale in self.scale_dict().items():
+            w = params[n] * masks[n]
+            g = self.groups[n]
+            shape = w.shape
+            params[n] = (w.reshape(shape[0], g, -1) * scale[:, :, None]).reshape(shape)
+        return params
+
+    def forward(self, x: torch.Tensor, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """[M, B, ...] -> [M, B, ...]; ``masks`` (from :meth:`soft_masks`) saves recomputing them."""
+        params = self.effective(masks)
+        if self.stackable:
+            return functional_call(self.base, params, (x,))
+
+        def one(p, xi):
+            return functional_call(self.base, (p, self._buffers_base), (xi,))
+
+        return vmap(one)(params, x)
+
+    # --- density control -------------------------------------------------------------------------
+
+    def density_loss(self, strength: float, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``strength / 2 * sum_l n_l (density_l - target)^2`` through the STE: each score is pulled by
+        ``strength * (density_l - target)`` times its mask's straight-through derivative."""
+        total = 0.0
+        masks = self.soft_masks() if masks is None else masks
+        for n, m in masks.items():
+            d = m.flatten(1).mean(1)  # [M]: the value is the actual density, the gradient the soft one
+            total = total + 0.5 * strength * m[0].numel() * ((d - self.density) ** 2).sum()
+        return total
+
+    # --- members ---------------------------------------------------------------------------------
+
+    def member_checkpoint(self, m: int) -> dict[str, torch.Tensor]:
+        masks = self.masks()
+        out = {}
+        for n in self.masked:
+            out[f"mask.{n}"] = masks[n][m].to(torch.uint8).cpu()
+            out[f"score.{n}"] = self.score_dict()[n][m].detach().cpu().clone()
+            out[f"scale.{n}"] = self.scale_dict()[n][m].detach().cpu().clone()
+        return out
+
+
+def trained_floats(sm: Supermask | nn.Module, names: list[str] | None = None) -> dict[str, int]:
+    """Exact counts for one member (trial).
+
+    ``mask_bits``: masked weights (one bit each in the shipped network); ``scores``: floats trained
+    during training (one per masked weight, shipped only as the mask bits); ``scales``: the learned floats
+    that are shipped; ``trained_floats_shipped`` = ``scales``; ``frozen``: floats regenerated from the
+    seed (weights and biases).
+    """
+    if isinstance(sm, Supermask):
+        frozen = sum(getattr(sm, f"w{i}")[0].numel() for i in range(len(sm.names)))
+        bits = sum(s[0].numel() for s in sm.scores)
+        scales = sum(s[0].numel() for s in sm.scales)
+    else:
+        names = names if names is not None else M.prunable_names(sm)
+        params = dict(sm.named_parameters())
+        frozen = sum(p.numel() for p in params.values())
+        bits = sum(params[n].numel() for n in names)
+        scales = sum(scale_groups(sm, n) for n in names)
+    return {"mask_bits": bits, "scores": bits, "scales": scales, "trained_floats_shipped": scales,
+            "frozen": frozen}
+
+
+# ---------------------------------------------------------------------------------------------------
+# init of scores and scales
+
+
+def score_seed(seed: int) -> int:
+    from .lottery import derive_seed
+
+    return derive_seed(seed, "supermask-scores")
+
+
+def init_scores(template: nn.Module, names: list[str], seed: int, cfg) -> dict[str, torch.Tensor]:
+    """Seed-derived initial scores per masked tensor.
+
+    Raw values come from ``cfg.score_init`` (an :mod:`lth.init` scheme) under a seed derived from the
+    trial seed. ``topk`` uses them as they are. ``ste`` standardizes each tensor and shifts it so that
+    exactly the ``density`` fraction is at or above the threshold ``T0 * logit(tau)``, in units of ``T0``.
+    ``bernoulli`` standardizes and centres them on ``logit(density)`` (expected density ~ target).
+    """
+    scheme = resolve_scheme(cfg.score_init)
+    params = dict(template.named_parameters())
+    s0 = score_seed(seed)
+    out = {}
+    for n in names:
+        raw = generate(s0, n, params[n].shape, scheme(n, params[n]))
+        if cfg.rule == "topk":
+            out[n] = raw
+            continue
+        z = (raw - raw.mean()) / raw.std().clamp_min(1e-12)
+        if cfg.rule == "ste":
+            k = max(1, round(cfg.density * z.numel()))
+            kth = z.flatten().topk(k).values.min()  # the k-th largest value
+            theta = ste_threshold(1.0, cfg.threshold)
+            # a hair above so that the k-th largest is kept despite rounding
+            out[n] = cfg.temperature * (z - kth + theta + 1e-4)
+        else:
+            d = min(max(cfg.density, 1e-4), 1 - 1e-4)
+            out[n] = z + math.log(d / (1 - d))
+    return out
+
+
+def scale_init(cfg) -> float:
+    """1/sqrt(density): keeps each layer's pre-activation variance at its dense value."""
+    return 1.0 / math.sqrt(cfg.density)
+
+
+def temperature_at(cfg, step: int) -> float:
+    """Geometric annealing from ``temperature`` (step 0) to ``temperature_final`` (the last step)."""
+    frac = min(1.0, step / max(1, cfg.iterations - 1))
+    return cfg.temperature * (cfg.temperature_final / cfg.temperature) ** frac
+
+
+def lr_factor(cfg, step: int) -> float:
+    """The learning-rate schedule as a factor of the base rates: 1, or cosine from 1 to 0."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / cfg.iterations))
+    return 1.0
+
+
+class Optimizers:
+    """Scores: the config's optimizer, lr and weight decay. Scales: Adam at ``scale_lr``, no decay.
+
+    The scales get their own optimizer because one scale's gradient sums over a whole layer: at the
+    scores' SGD rate (~0.1) it overshoots (scales turn negative and the ReLUs die), while Adam moves it
+    by about ``scale_lr`` per step whatever the gradient's size.
+    """
+
+    def __init__(self, sm: Supermask, cfg):
+        scores = list(sm.scores)
+        if cfg.optimizer == "sgd":
+            self.scores = torch.optim.SGD(scores, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adam":
+            self.scores = torch.optim.Adam(scores, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adamw":
+            self.scores = torch.optim.AdamW(scores, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw or sgd")
+        self.scales = torch.optim.Adam(list(sm.scales), lr=cfg.scale_lr)
+        self.base = [(self.scores, cfg.lr), (self.scales, cfg.scale_lr)]
+
+    def set_factor(self, f: float) -> None:
+        for opt, lr in self.base:
+            for g in opt.param_groups:
+                g["lr"] = lr * f
+
+    def zero_grad(self) -> None:
+        self.scores.zero_grad(set_to_none=True)
+        self.scales.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.scores.step()
+        if self.base[1][1] > 0:
+            self.scales.step()
+
+
+# ---------------------------------------------------------------------------------------------------
+# training
+
+
+@torch.no_grad()
+def evaluate(sm: Supermask, task, splits=("val", "test")) -> dict[str, torch.Tensor]:
+    """Mean metrics per member, with the deterministic masks (evaluation mode)."""
+    from .train import autocast
+
+    was = sm.training
+    sm.eval()
+    out = {}
+    dev = sm.scores[0].device
+    with autocast(dev):
+        for split in splits:
+            sums = task.evaluate(sm, sm.members, split)
+            for k, v in sums.items():
+                if k != "n":
+                    out[f"{split}_{k}"] = (v / sums["n"]).cpu()
+    sm.train(was)
+    return out
+
+
+def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
+                    on_eval: Callable[[int, dict], None] | None = None, progress=None,
+                    on_step: Callable[[int], None] | None = None) -> None:
+    """Train scores and scales for ``cfg.iterations`` steps; data order per member from its seed."""
+    from .train import Batches, autocast
+
+    opt = Optimizers(sm, cfg)
+    batches = Batches(seeds, task.train_size, cfg.batch_size)
+    dev = sm.scores[0].device
+    penalty = cfg.density_penalty or 0.0
+    sm.train()
+
+    def report(step):
+        if on_eval is not None:
+            metrics = evaluate(sm, task)
+            metrics["remaining"] = remaining(sm)
+            metrics["temperature"] = sm.temperature
+            on_eval(step, metrics)
+
+    for step in range(cfg.iterations):
+        if cfg.rule == "ste":
+            sm.temperature = temperature_at(cfg, step)
+        if step % cfg.eval_every == 0:
+            report(step)
+        opt.set_factor(lr_factor(cfg, step))
+        x, y = task.batch(batches(step))
+        masks = sm.soft_masks()  # once per step: forward and density pull see the same (sampled) masks
+        with autocast(dev):
+            loss = task.loss(sm(x, masks), y)
+        if penalty > 0:
+            loss = loss + sm.density_loss(penalty, masks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step)
+        if progress is not None:
+            progress.update(1)
+    report(cfg.iterations)
+
+
+def remaining(sm: Supermask) -> list[float]:
+    """Actual mask density of each member (evaluation masks), over all masked tensors."""
+    masks = sm.masks()
+    total = sum(m[0].numel() for m in masks.values())
+    return [sum(int(m[i].sum()) for m in masks.values()) / total for i in range(sm.members)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the run
+
+
+class SupermaskRun:
+    """One supermask experiment (``cfg.trials`` trials) bound to a run directory."""
+
+    def __init__(self, cfg, out, *, progress: bool = True):
+        from . import models
+        from .lottery import load_task, pick_device, resolve
+        from .presets import validate
+        from .run import RunDir
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("supermask training runs in one process (no torchrun)")
+        cfg = resolve_config(validate(cfg))
+        self.device = pick_device(cfg.device)
+        self.task = load_task(cfg, self.device)
+        self.cfg = resolve(cfg, self.task.train_size)
+        self.run = RunDir(out)
+        self.run.open(self.cfg.to_dict(), self.device)
+        self.progress = progress
+        self.template = models.build(self.cfg.model, self.task.shape, self.task.num_classes)
+        self.names = M.prunable_names(self.template, biases=self.cfg.prune_biases)
+        self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def trials_done(self) -> list[int]:
+        import json
+
+        p = self.run.path / "state.json"
+        return json.loads(p.read_text()).get("trials_done", []) if p.exists() else []
+
+    def _mark_done(self, trials: list[int]) -> None:
+        from .io import atomic_write_json
+
+        done = sorted(set(self.trials_done()) | set(trials))
+        state = {"trials_done": done}
+        if len(done) == self.cfg.trials:
+            state["levels_done"] = [0]
+        atomic_write_json(self.run.path / "state.json", state)
+
+    def checkpoint_path(self, t: int):
+        return self.run.path / f"supermask_trial{t}.safetensors"
+
+    # --- members ---------------------------------------------------------------------------------
+
+    def weights(self, t: int) -> dict[str, torch.Tensor]:
+        from .lottery import init_state
+
+        return init_state(self.template, self.seeds[t], self.cfg.init)
+
+    def build(self, trials: list[int]) -> Supermask:
+        cfg = self.cfg
+        return Supermask(
+            self.template, [self.weights(t) for t in trials],
+            [init_scores(self.template, self.names, self.seeds[t], cfg) for t in trials],
+            rule=cfg.rule, density=cfg.density, scale_init=scale_init(cfg),
+            threshold=cfg.threshold if cfg.threshold is not None else 0.3,
+            temperature=cfg.temperature or 1.0, seeds=[self.seeds[t] for t in trials],
+        ).to(self.device)
+
+    def train_group(self, trials: list[int], bar) -> None:
+        from .io import atomic_save_tensors
+
+        cfg = self.cfg
+        sm = self.build(trials)
+        rows: list[dict] = []
+
+        def on_eval(step, metrics):
+            for i, t in enumerate(trials):
+                row = {"experiment": cfg.rule, "trial": t, "level": 0,
+                       "remaining": round(metrics["remaining"][i], 6), "step": step}
+                row.update({k: round(float(v[i]), 6) for k, v in metrics.items()
+                            if k not in ("remaining", "temperature")})
+                row["density"] = cfg.density
+                rows.append(row)
+            bar.set_postfix(val_acc=f"{float(metrics['val_acc'].mean()):.4f}",
+                            density=f"{sum(metrics['remaining']) / len(trials):.3f}", step=step)
+
+        train_supermask(sm, self.task, cfg, [self.seeds[t] for t in trials], on_eval=on_eval, progress=bar)
+        for i, t in enumerate(trials):
+            flat = sm.member_checkpoint(i)
+            meta = {"rule": cfg.rule, "seed": str(self.seeds[t]), "init": cfg.init, "model": cfg.model,
+                    "density": str(cfg.density), "weights_sha256": weights_sha256(self.weights(t)),
+                    "temperature": str(sm.temperature), "score_seed": str(score_seed(self.seeds[t]))}
+            atomic_save_tensors(flat, self.checkpoint_path(t), metadata=meta)
+        # results rows of these trials replace any that a killed attempt left behind
+        kept = [r for r in self.run.read_rows() if int(r["trial"]) not in trials]
+        self.run.write_rows(kept + rows)
+        self._mark_done(trials)
+
+    def run_trials(self):
+        from tqdm.auto import tqdm
+
+        done = set(self.trials_done())
+        todo = [t for t in range(self.cfg.trials) if t not in done]
+        groups = [todo] if self.cfg.batched and todo else [[t] for t in todo]
+        bar = tqdm(total=self.cfg.iterations * len(groups),
+                   desc=f"supermask {self.cfg.rule} ({self.cfg.density:.1%} density, {len(todo)} trials)",
+                   disable=not self.progress or not todo, unit="step", dynamic_ncols=True)
+        for g in groups:
+            self.train_group(g, bar)
+        bar.close()
+        return self.run
+
+
+def run(cfg, out, *, progress: bool = True):
+    """Run (or resume) a supermask experiment into ``out``; returns its :class:`lth.run.RunDir`."""
+    return SupermaskRun(cfg, out, progress=progress).run_trials()
+
+
+def load_checkpoint(path) -> dict[str, dict[str, torch.Tensor]]:
+    """``{"mask": {name: bool}, "score": {...}, "scale": {...}}`` from a ``supermask_trial{t}`` file."""
+    from .io import load_tensors
+
+    out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "score": {}, "scale": {}}
+    for k, v in load_tensors(path).items():
+        kind, _, name = k.partition(".")
+        out[kind][name] = v.bool() if kind == "mask" else v
+    return out
+
+
+def materialize(template: nn.Module, seed: int, init: str, ckpt: dict) -> nn.Module:
+    """A plain copy of ``template`` whose weights are ``scale * W * mask`` from a checkpoint, W
+    regenerated from the seed: the trained network, for evaluation or export."""
+    from .init import init_from_seed
+
+    model = init_from_seed(copy.deepcopy(template), seed, init)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in ckpt["mask"]:
+                scale = ckpt["scale"][n]
+                w = (p * ckpt["mask"][n]).reshape(scale.numel(), -1) * scale[:, None]
+                p.copy_(w.reshape(p.shape))
+    return model

@@ -197,6 +197,26 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_tokenizer(args) -> int:
+    from pathlib import Path
+
+    from .data.text import train_tokenizer
+
+    # a str would be taken as the training text itself: a path must be a Path
+    path = train_tokenizer(None if args.text is None else Path(args.text), args.out, args.vocab_size)
+    print(f"SentencePiece BPE, {args.vocab_size} tokens, trained on the training split: {path}")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    from .data.text import encode_corpus
+
+    meta = encode_corpus(args.text, args.tokenizer, args.out)
+    print(f"{args.out}: train {meta['train_tokens']:,} tokens ({meta['train_bytes']:,} bytes), "
+          f"val {meta['val_tokens']:,} tokens ({meta['val_bytes']:,} bytes), vocab {meta['vocab_size']}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lth", description="Lottery tickets: find, train, compress, ship.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -261,6 +281,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", required=True)
     d.add_argument("--base-url", default=None)
     d.set_defaults(fn=cmd_download)
+    text_help = "UTF-8 text file, optionally .gz (default: the embedded World English Bible)"
+    d = dsub.add_parser("tokenizer", help="train a SentencePiece BPE tokenizer on a text's training split")
+    d.add_argument("text", nargs="?", default=None, help=text_help)
+    d.add_argument("--vocab-size", type=int, default=1024)
+    d.add_argument("-o", "--out", required=True, help="model prefix: writes PREFIX.model")
+    d.set_defaults(fn=cmd_tokenizer)
+    d = dsub.add_parser("encode", help="split a text (last 10%% of lines = validation) and write token shards")
+    d.add_argument("text", nargs="?", default=None, help=text_help)
+    d.add_argument("--tokenizer", default="bytes", help="'bytes' or a SentencePiece .model file")
+    d.add_argument("-o", "--out", required=True, help="directory for train.bin, val.bin, meta.json, val.json")
+    d.set_defaults(fn=cmd_encode)
     return ap
 
 

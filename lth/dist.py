@@ -50,6 +50,12 @@ def all_reduce_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor, ctx: Context) -> torch.Tensor:
+    if ctx.active:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def broadcast(t: torch.Tensor, ctx: Context) -> torch.Tensor:
     """Rank 0's value everywhere (masks must be identical on every rank)."""
     if ctx.active:

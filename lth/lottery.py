@@ -61,11 +61,33 @@ def init_state(template: torch.nn.Module, seed: int, scheme: str) -> dict[str, t
 
 
 def load_task(cfg: Config, device: str):
+    """The task a config names: image classification (MNIST-format data) or language modeling on a
+    token directory (``lth data encode``; the embedded corpus at the byte level without one)."""
+    if cfg.dataset == "text":
+        from .data.text import load_tokens
+        from .models.gpt import SIZES
+        from .tasks.lm import LanguageModeling
+
+        size = cfg.model.removeprefix("gpt_")
+        seq_len = cfg.seq_len or int(cfg.model_args.get("seq_len", SIZES.get(size, SIZES["cpu"])["seq_len"]))
+        return LanguageModeling(load_tokens(cfg.data_dir), seq_len, eval_tokens=cfg.eval_tokens).to(device)
     from .data import load_mnist
     from .tasks.classify import ImageClassification
 
     data = load_mnist(cfg.data_dir, name=cfg.dataset, normalize=cfg.normalize)
     return ImageClassification(data).to(device)
+
+
+def build_template(cfg: Config, task) -> torch.nn.Module:
+    """The architecture a config names, shaped for its task (the seq_len and vocabulary of an LM)."""
+    args = {k: v for k, v in cfg.model_args.items() if k != "seq_len"}
+    return models.build(cfg.model, task.shape, task.num_classes, **args)
+
+
+def prunable(cfg: Config, template: torch.nn.Module) -> list[str]:
+    """Matrices (and biases if asked); an LM's embedding only with ``prune_embeddings``."""
+    exclude = () if cfg.prune_embeddings else ("embed",)
+    return M.prunable_names(template, biases=cfg.prune_biases, exclude=exclude)
 
 
 def resolve(cfg: Config, train_size: int) -> Config:
@@ -92,21 +114,13 @@ class Lottery:
         self.run = RunDir(out, writer=self.ctx.main)
         self.run.open(self.cfg.to_dict(), self.device)
         self.progress = progress and self.ctx.main
-        self.template = models.build(self.cfg.model, self.task.shape, self.task.num_classes)
-        self.names = M.prunable_names(self.template, biases=self.cfg.prune_biases)
+        self.template = build_template(self.cfg, self.task)
+        self.names = prunable(self.cfg, self.template)
         self.rates = pruning.layer_rates(self.names, self.cfg.prune_rate, self.cfg.layer_rates)
         if self.cfg.prune_scope == "global" and self.cfg.layer_rates:
             self.rates = {n: self.cfg.prune_rate for n in self.names}  # one rate over all layers
         self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]
-        self.spec = TrainSpec(
-            iterations=self.cfg.iterations,
-            batch_size=self.cfg.batch_size,
-            lr=self.cfg.lr,
-            optimizer=self.cfg.optimizer,
-            momentum=self.cfg.momentum,
-            weight_decay=self.cfg.weight_decay,
-            eval_every=self.cfg.eval_every,
-        )
+        self.spec = TrainSpec.from_config(self.cfg)
 
     # --- the weights each level resets to -------------------------------------------------------
 

@@ -22,7 +22,11 @@ class Config:
     data_dir: str | None = None  # None: the embedded copy
     normalize: bool = True  # standardize pixels with the training mean/std; False: pixels in [0, 1]
     model: str = "lenet_300_100"
+    model_args: dict = field(default_factory=dict)  # constructor overrides, e.g. {"n_layer": 2} for gpt
     init: str = "glorot_normal"
+    # language modeling (dataset "text"; data_dir: an `lth data encode` directory, None: embedded bytes)
+    seq_len: int | None = None  # None: the model size's context
+    eval_tokens: int | None = None  # validate on the first N tokens of the validation split (None: all)
     # training
     optimizer: str = "adam"
     lr: float = 1.2e-3
@@ -32,12 +36,20 @@ class Config:
     iterations: int = 50000
     epochs: float | None = None  # if set, overrides iterations (epochs * steps per epoch)
     eval_every: int = 100
+    warmup: int = 0  # steps of linear learning-rate warmup from 0
+    warmdown: float = 0.0  # final fraction of training (steps or the time budget) that decays lr to 0
+    grad_clip: float | None = None  # clip the global gradient norm (per member)
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size is the whole step's batch)
+    max_minutes: float | None = None  # wall-clock budget per training run; stops early when spent
+    matrix_lr: float | None = None  # optimizer "muon": its rate for hidden matrices (lr: the rest)
+    compile: bool | None = None  # torch.compile the model: None = on CUDA only
     # the lottery procedure
     levels: int = 20
     prune_rate: float = 0.2
     layer_rates: dict = field(default_factory=lambda: {"fc3.weight": 0.1})
     prune_scope: str = "layer"
     prune_biases: bool = False
+    prune_embeddings: bool = False  # language models: prune the (tied) embedding matrix too
     schedule: str = "iterative"  # or "oneshot": level L prunes the dense net straight to level L's sparsity
     rewind_step: int = 0
     controls: list = field(default_factory=list)  # subset of ["reinit", "random"]
@@ -61,6 +73,22 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
+# What every language-model preset shares: AdamW, warmup and warmdown, clipping, the parameter-golf init
+# (He uniform into ReLUs, Xavier uniform elsewhere), IMP on the matrices with rewinding to step 100.
+_LM = dict(
+    dataset="text",
+    init="golf",
+    optimizer="adamw",
+    weight_decay=0.0,
+    warmup=100,
+    warmdown=0.3,
+    grad_clip=1.0,
+    layer_rates={},
+    rewind_step=100,
+    levels=2,
+    prune_rate=0.55,
+)
 
 PRESETS: dict[str, dict] = {
     "mnist_lenet_300_100": dict(
@@ -119,9 +147,53 @@ PRESETS: dict[str, dict] = {
         epochs=8,
         eval_every=430,
     ),
+    # Language models: dataset "text" reads an `lth data encode` directory (--data-dir), or without one
+    # the embedded World English Bible at the byte level (last 10% of its lines = validation).
+    "lm_cpu": dict(
+        description="GPT (4 layers, 256 wide, GQA 4/2 heads, vocab 256 bytes, context 256) on the embedded "
+        "Bible: AdamW 3e-3, warmup 100, warmdown 30%, 10 minutes on 2 CPU cores",
+        **_LM,
+        model="gpt_cpu",
+        lr=3e-3,
+        batch_size=16,
+        iterations=100000,
+        max_minutes=10.0,
+        eval_every=250,
+        eval_tokens=65536,
+    ),
+    "lm_cpu_supermask": dict(
+        description="Supermask on lm_cpu: weights frozen at the seed-derived init, masks learned by "
+        "temperature-annealed STE (50% target), learned scales per head/branch/logits, mask lr 0.1, warmdown",
+        **{**_LM, "warmup": 0, "optimizer": "adam", "grad_clip": None, "rewind_step": 0},
+        model="gpt_cpu",
+        model_args={"scales": True},
+        rule="ste",
+        density=0.5,
+        lr=0.1,
+        lr_schedule="warmdown",
+        scale_lr=1e-2,
+        batch_size=16,
+        iterations=100000,
+        max_minutes=10.0,
+        eval_every=250,
+        eval_tokens=65536,
+    ),
+    "lm_golf": dict(
+        description="The parameter-golf baseline shape (9 layers, 512 wide, 8/4 heads, vocab 1024, context "
+        "1024): AdamW, 10 minutes (for a GPU; give --data-dir a 1024-token SentencePiece encoding)",
+        **_LM,
+        model="gpt_golf",
+        lr=6e-4,
+        batch_size=64,
+        iterations=20000,
+        max_minutes=10.0,
+        eval_every=500,
+    ),
 }
 
 CONTROLS = ("reinit", "random")
+OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
+DATASETS = ("mnist", "fashion-mnist", "text")
 
 
 def preset(name: str) -> Config:
@@ -146,8 +218,10 @@ def parse_value(key: str, text: str):
         if t.startswith("dict"):
             out = {}
             for item in filter(None, text.split(",")):
-                k, _, v = item.partition("=")
-                out[k] = float(v)
+                k, eq, v = item.partition("=")
+                if not eq:
+                    raise ValueError(item)
+                out[k] = _scalar(v)
             return out
         if t.startswith("bool"):
             if text.lower() in ("1", "true", "yes", "on"):
@@ -164,6 +238,21 @@ def parse_value(key: str, text: str):
         return text
     except ValueError:
         raise ConfigError(f"bad value for {key}: {text!r}") from None
+
+
+def _scalar(text: str):
+    """A dict value from the command line: bool, None, int, float or else the string itself."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def override(cfg: Config, values: dict) -> Config:
@@ -197,8 +286,18 @@ def validate(cfg: Config) -> Config:
     need(not bad, f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
     need(cfg.trials >= 1, f"trials must be >= 1, got {cfg.trials}")
     need(cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0")
-    need(cfg.optimizer in ("adam", "adamw", "sgd"), f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
-    need(cfg.dataset in ("mnist", "fashion-mnist"), f"dataset must be mnist or fashion-mnist, got {cfg.dataset!r}")
+    need(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    need(cfg.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
+    need(cfg.warmup >= 0, f"warmup must be >= 0 steps, got {cfg.warmup}")
+    need(0.0 <= cfg.warmdown <= 1.0, f"warmdown must be a fraction in [0, 1], got {cfg.warmdown}")
+    need(cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip must be > 0, got {cfg.grad_clip}")
+    need(cfg.grad_accum >= 1, f"grad_accum must be >= 1, got {cfg.grad_accum}")
+    need(cfg.batch_size % cfg.grad_accum == 0,
+         f"batch_size {cfg.batch_size} is not divisible by grad_accum {cfg.grad_accum}")
+    need(cfg.max_minutes is None or cfg.max_minutes > 0, f"max_minutes must be > 0, got {cfg.max_minutes}")
+    need(cfg.matrix_lr is None or cfg.matrix_lr > 0, f"matrix_lr must be > 0, got {cfg.matrix_lr}")
+    need(cfg.seq_len is None or cfg.seq_len >= 1, f"seq_len must be >= 1, got {cfg.seq_len}")
+    need(cfg.eval_tokens is None or cfg.eval_tokens >= 1, f"eval_tokens must be >= 1, got {cfg.eval_tokens}")
     need(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
         f"device must be auto, cpu or cuda[:N], got {cfg.device!r}",
@@ -209,7 +308,9 @@ def validate(cfg: Config) -> Config:
         need(torch.cuda.is_available(), f"device {cfg.device} requested but CUDA is not available")
     if cfg.data_dir is not None:
         need(Path(cfg.data_dir).is_dir(), f"data_dir {cfg.data_dir} is not a directory")
-    need(cfg.dataset == "mnist" or cfg.data_dir is not None, f"dataset {cfg.dataset} needs --data-dir")
+    need(cfg.dataset in ("mnist", "text") or cfg.data_dir is not None, f"dataset {cfg.dataset} needs --data-dir")
+    need((cfg.dataset == "text") == cfg.model.startswith("gpt"),
+         f"model {cfg.model} does not fit dataset {cfg.dataset} (gpt models go with dataset text)")
     need(cfg.rule in (None, "ste", "topk", "bernoulli"), f"rule must be one of ste, topk, bernoulli, got {cfg.rule!r}")
     need(cfg.density is None or 0.0 < cfg.density <= 1.0, f"density must be in (0, 1], got {cfg.density}")
     from . import models

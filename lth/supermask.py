@@ -37,7 +37,9 @@ and a few float *scales*. By default one scale per masked tensor (LeNet-300-100:
 the pre-logit scale; in a bias-free ReLU network only their product matters). A model may declare more scale points with an attribute
 ``supermask_scale_groups = {"blocks.0.attn.qkv.weight": 36, ...}``: the tensor's output dimension is split
 into that many equal groups, each with its own scale (e.g. one per attention head). Nothing else
-trains. :func:`trained_floats` gives the exact counts.
+trains, except the model's own learned scales: a model may list parameter names (last component) in
+``supermask_trainable`` (the GPT's ``head_scale``, ``out_scale``, ``logit_scale``); those 1-D parameters
+train beside the scales, from their init. :func:`trained_floats` gives the exact counts.
 
 A run (:class:`SupermaskRun`) uses the lottery run-directory layout: ``config.json``, ``env.json``,
 ``state.json`` (``trials_done``), ``results.csv`` (experiment = the rule, level 0, remaining = the
@@ -106,7 +108,8 @@ def check(cfg) -> None:
     need(0.0 < cfg.density <= 1.0, f"density must be in (0, 1], got {cfg.density}")
     need(cfg.score_init in SCHEMES, f"unknown score_init {cfg.score_init!r}; choose from {sorted(SCHEMES)}")
     need(cfg.scale_lr >= 0, f"scale_lr must be >= 0 (0: scales stay at their init), got {cfg.scale_lr}")
-    need(cfg.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {cfg.lr_schedule!r}")
+    need(cfg.lr_schedule in ("constant", "cosine", "warmdown"),
+         f"lr_schedule must be constant, cosine or warmdown, got {cfg.lr_schedule!r}")
     if cfg.rule == "ste":
         need(cfg.temperature > 0 and cfg.temperature_final > 0,
              f"temperatures must be > 0, got {cfg.temperature} and {cfg.temperature_final}")
@@ -198,6 +201,11 @@ class Supermask(nn.Module):
         self.scales = nn.ParameterList(
             [nn.Parameter(torch.full((self.members, self.groups[n]), float(scale_init))) for n in self.masked]
         )
+        # the model's own learned scales (e.g. per attention head): trained, from their init
+        own = tuple(getattr(model, "supermask_trainable", ()))
+        self.learned = [n for n in self.names if n.rsplit(".", 1)[-1] in own and n not in self.masked]
+        self.learned_params = nn.ParameterList(
+            [nn.Parameter(torch.stack([w[n].detach() for w in weights]).clone()) for n in self.learned])
         self.ks = {n: max(1, round(self.density * weights[0][n].numel())) for n in self.masked}
         seeds = seeds if seeds is not None else list(range(self.members))
         self.generators = None
@@ -213,7 +221,10 @@ class Supermask(nn.Module):
 
     def frozen(self) -> dict[str, torch.Tensor]:
         """name -> stacked frozen parameter [M, ...] (weights at init, biases, norms)."""
-        return {n: getattr(self, f"w{i}") for i, n in enumerate(self.names)}
+        return {n: getattr(self, f"w{i}") for i, n in enumerate(self.names) if n not in self.learned}
+
+    def learned_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.learned, self.learned_params))
 
     def score_dict(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.masked, self.scores))
@@ -257,6 +268,7 @@ class Supermask(nn.Module):
     def effective(self, masks: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """name -> stacked effective parameter: ``scale * W * mask`` for masked names, frozen otherwise."""
         params = dict(self.frozen())
+        params.update(self.learned_dict())
         masks = self.soft_masks() if masks is None else masks
         for n, scale in self.scale_dict().items():
             w = params[n] * masks[n]
@@ -297,6 +309,8 @@ class Supermask(nn.Module):
             out[f"mask.{n}"] = masks[n][m].to(torch.uint8).cpu()
             out[f"score.{n}"] = self.score_dict()[n][m].detach().cpu().clone()
             out[f"scale.{n}"] = self.scale_dict()[n][m].detach().cpu().clone()
+        for n, p in self.learned_dict().items():
+            out[f"param.{n}"] = p[m].detach().cpu().clone()
         return out
 
 
@@ -309,15 +323,17 @@ def trained_floats(sm: Supermask | nn.Module, names: list[str] | None = None) ->
     seed (weights and biases).
     """
     if isinstance(sm, Supermask):
-        frozen = sum(getattr(sm, f"w{i}")[0].numel() for i in range(len(sm.names)))
+        frozen = sum(t[0].numel() for t in sm.frozen().values())
         bits = sum(s[0].numel() for s in sm.scores)
-        scales = sum(s[0].numel() for s in sm.scales)
+        scales = sum(s[0].numel() for s in sm.scales) + sum(p[0].numel() for p in sm.learned_params)
     else:
         names = names if names is not None else M.prunable_names(sm)
         params = dict(sm.named_parameters())
-        frozen = sum(p.numel() for p in params.values())
+        own = tuple(getattr(sm, "supermask_trainable", ()))
+        learned = [n for n in params if n.rsplit(".", 1)[-1] in own and n not in names]
+        frozen = sum(p.numel() for n, p in params.items() if n not in learned)
         bits = sum(params[n].numel() for n in names)
-        scales = sum(scale_groups(sm, n) for n in names)
+        scales = sum(scale_groups(sm, n) for n in names) + sum(params[n].numel() for n in learned)
     return {"mask_bits": bits, "scores": bits, "scales": scales, "trained_floats_shipped": scales,
             "frozen": frozen}
 
@@ -373,8 +389,14 @@ def temperature_at(cfg, step: int) -> float:
     return cfg.temperature * (cfg.temperature_final / cfg.temperature) ** frac
 
 
-def lr_factor(cfg, step: int) -> float:
-    """The learning-rate schedule as a factor of the base rates: 1, or cosine from 1 to 0."""
+def lr_factor(cfg, step: int, elapsed: float = 0.0) -> float:
+    """The learning-rate schedule as a factor of the base rates: 1, cosine from 1 to 0, or ``warmdown``:
+    the trainer's warmup / constant / linear warmdown (:func:`lth.train.lr_factor`, time budget aware)."""
+    if cfg.lr_schedule == "warmdown":
+        from .train import TrainSpec
+        from .train import lr_factor as trapezoid
+
+        return trapezoid(TrainSpec.from_config(cfg), step, elapsed)
     if cfg.lr_schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * step / cfg.iterations))
     return 1.0
@@ -398,7 +420,7 @@ class Optimizers:
             self.scores = torch.optim.AdamW(scores, lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
             raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw or sgd")
-        self.scales = torch.optim.Adam(list(sm.scales), lr=cfg.scale_lr)
+        self.scales = torch.optim.Adam([*sm.scales, *sm.learned_params], lr=cfg.scale_lr)
         self.base = [(self.scores, cfg.lr), (self.scales, cfg.scale_lr)]
 
     def set_factor(self, f: float) -> None:
@@ -420,30 +442,20 @@ class Optimizers:
 # training
 
 
-@torch.no_grad()
-def evaluate(sm: Supermask, task, splits=("val", "test")) -> dict[str, torch.Tensor]:
-    """Mean metrics per member, with the deterministic masks (evaluation mode)."""
-    from .train import autocast
+def evaluate(sm: Supermask, task, splits=None) -> dict[str, torch.Tensor]:
+    """Mean metrics per member, with the deterministic masks (evaluation mode): the trainer's evaluation."""
+    from .train import evaluate as run_eval
 
-    was = sm.training
-    sm.eval()
-    out = {}
-    dev = sm.scores[0].device
-    with autocast(dev):
-        for split in splits:
-            sums = task.evaluate(sm, sm.members, split)
-            for k, v in sums.items():
-                if k != "n":
-                    out[f"{split}_{k}"] = (v / sums["n"]).cpu()
-    sm.train(was)
-    return out
+    return run_eval(sm, task, splits=splits)
 
 
 def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
                     on_eval: Callable[[int, dict], None] | None = None, progress=None,
                     on_step: Callable[[int], None] | None = None) -> None:
-    """Train scores and scales for ``cfg.iterations`` steps; data order per member from its seed."""
-    from .train import Batches, autocast
+    """Train scores and scales for ``cfg.iterations`` steps, or until the time budget ``max_minutes`` is
+    spent (then the schedules run on the fraction of it spent); data order per member from its seed."""
+    from .dist import Context
+    from .train import Batches, Clock, autocast
 
     opt = Optimizers(sm, cfg)
     batches = Batches(seeds, task.train_size, cfg.batch_size)
@@ -451,19 +463,30 @@ def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
     penalty = cfg.density_penalty or 0.0
     sm.train()
 
+    clock = Clock(Context(), dev)
+
     def report(step):
         if on_eval is not None:
             metrics = evaluate(sm, task)
             metrics["remaining"] = remaining(sm)
             metrics["temperature"] = sm.temperature
+            metrics["train_seconds"] = torch.full((sm.members,), round(clock.spent, 3), dtype=torch.float64)
             on_eval(step, metrics)
 
-    for step in range(cfg.iterations):
-        if cfg.rule == "ste":
-            sm.temperature = temperature_at(cfg, step)
+    budget = 60.0 * cfg.max_minutes if cfg.max_minutes else None
+    step = 0
+    while step < cfg.iterations:
         if step % cfg.eval_every == 0:
             report(step)
-        opt.set_factor(lr_factor(cfg, step))
+        elapsed = clock.elapsed()
+        if budget is not None and elapsed >= budget:
+            break
+        clock.start()
+        # under a time budget the schedules follow the larger of the step and time fractions
+        at = step if budget is None else max(step, round(cfg.iterations * elapsed / budget))
+        if cfg.rule == "ste":
+            sm.temperature = temperature_at(cfg, at)
+        opt.set_factor(lr_factor(cfg, at if cfg.lr_schedule != "warmdown" else step, elapsed))
         x, y = task.batch(batches(step))
         masks = sm.soft_masks()  # once per step: forward and density pull see the same (sampled) masks
         with autocast(dev):
@@ -473,11 +496,13 @@ def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
         opt.zero_grad()
         loss.backward()
         opt.step()
+        clock.stop()
         if on_step is not None:
             on_step(step)
         if progress is not None:
             progress.update(1)
-    report(cfg.iterations)
+        step += 1
+    report(step)
 
 
 def remaining(sm: Supermask) -> list[float]:
@@ -495,8 +520,7 @@ class SupermaskRun:
     """One supermask experiment (``cfg.trials`` trials) bound to a run directory."""
 
     def __init__(self, cfg, out, *, progress: bool = True):
-        from . import models
-        from .lottery import load_task, pick_device, resolve
+        from .lottery import build_template, load_task, pick_device, prunable, resolve
         from .presets import validate
         from .run import RunDir
 
@@ -509,8 +533,8 @@ class SupermaskRun:
         self.run = RunDir(out)
         self.run.open(self.cfg.to_dict(), self.device)
         self.progress = progress
-        self.template = models.build(self.cfg.model, self.task.shape, self.task.num_classes)
-        self.names = M.prunable_names(self.template, biases=self.cfg.prune_biases)
+        self.template = build_template(self.cfg, self.task)
+        self.names = prunable(self.cfg, self.template)
         self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]
 
     # --- state -----------------------------------------------------------------------------------

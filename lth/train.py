@@ -10,6 +10,7 @@ equal share of every member's batch, so the global batch and the result match on
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,12 +31,46 @@ class TrainSpec:
     momentum: float = 0.0
     weight_decay: float = 0.0
     eval_every: int = 100
+    warmup: int = 0  # steps of linear warmup
+    warmdown: float = 0.0  # final fraction of training with lr decaying linearly to 0
+    grad_clip: float | None = None  # per-member global gradient norm
+    grad_accum: int = 1  # micro-batches per step
+    max_minutes: float | None = None  # training wall-clock budget (evaluation time not counted)
+    matrix_lr: float | None = None  # muon: rate of the hidden matrices
+    compile: bool | None = None  # torch.compile: None = on CUDA only
+
+    @classmethod
+    def from_config(cls, cfg) -> "TrainSpec":
+        import dataclasses
+
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
 ELEMENTWISE = ("adam", "adamw", "sgd")
 
 
-def make_optimizer(params, spec: TrainSpec) -> torch.optim.Optimizer:
+def lr_factor(spec: TrainSpec, step: int, elapsed: float = 0.0) -> float:
+    """The schedule as a factor of the base rates: linear warmup over ``warmup`` steps, constant, then a
+    linear warmdown to 0 over the last ``warmdown`` fraction of training. Progress is the larger of the
+    step fraction and, under a time budget, the fraction of ``max_minutes`` spent, so a run cut by
+    its budget still ends its warmdown (as the parameter-golf baseline does)."""
+    f = min(1.0, (step + 1) / spec.warmup) if spec.warmup else 1.0
+    if spec.warmdown > 0:
+        progress = step / spec.iterations
+        if spec.max_minutes:
+            progress = max(progress, elapsed / (60.0 * spec.max_minutes))
+        f *= min(1.0, max(0.0, (1.0 - progress) / spec.warmdown))
+    return f
+
+
+def make_optimizer(params, spec: TrainSpec, names: list[str] | None = None, transposed=None) -> torch.optim.Optimizer:
+    if spec.optimizer == "muon":
+        from .optim import make_muon_adamw
+
+        # Muon for the hidden matrices, AdamW (at lr) for embeddings and 1-D parameters; stacked
+        # members, matrices stored transposed (see lth.ensemble)
+        return make_muon_adamw(list(zip(names, params)), lr_matrix=spec.matrix_lr or 0.02, lr_other=spec.lr,
+                               weight_decay=spec.weight_decay, stacked=True, transposed=set(transposed or ()))
     # fused kernels (CPU since torch 2.4, and CUDA) do Adam's elementwise math in one pass per tensor.
     fused = {"fused": True}
     if spec.optimizer == "adam":
@@ -81,11 +116,18 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def evaluate(ens: Ensemble, task, ctx: D.Context, splits=("val", "test")) -> dict[str, torch.Tensor]:
-    """Mean metrics per member for each split, e.g. {'val_loss': [M], 'val_acc': [M], ...}."""
+def evaluate(ens, task, ctx: D.Context | None = None, splits=None) -> dict[str, torch.Tensor]:
+    """Mean metrics per member for each split, e.g. {'val_loss': [M], 'val_acc': [M], ...}.
+
+    A task with one held-out split (``task.splits == ("val",)``, language modeling) reports it under
+    ``test_*`` too, so every results row has the same columns."""
+    ctx = ctx or D.Context()
+    was = ens.training
     ens.eval()
     out = {}
-    dev = ens.stacked[0].device
+    dev = next(ens.parameters()).device
+    alias = splits is None  # the default splits report a missing test split as a copy of val
+    splits = splits or getattr(task, "splits", ("val", "test"))
     with autocast(dev):
         for split in splits:
             sums = task.evaluate(ens, ens.members, split, rank=ctx.rank, world=ctx.world)
@@ -94,8 +136,41 @@ def evaluate(ens: Ensemble, task, ctx: D.Context, splits=("val", "test")) -> dic
             for k, v in sums.items():
                 if k != "n":
                     out[f"{split}_{k}"] = (v / sums["n"]).cpu()
-    ens.train()
+    if alias and "test" not in splits:
+        out.update({"test" + k[3:]: v for k, v in list(out.items()) if k.startswith("val_")})
+    ens.train(was)
     return out
+
+
+def clip_members(grads: list[torch.Tensor], max_norm: float) -> None:
+    """Scale each member's gradients (leading dim of every stacked tensor) to global norm <= max_norm."""
+    sq = sum(g.flatten(1).double().pow(2).sum(1) for g in grads)  # [M]
+    factor = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor.to(g.dtype).view(-1, *([1] * (g.dim() - 1))))
+
+
+class Clock:
+    """Training wall-clock seconds (evaluation excluded), the same on every rank (rank 0's max)."""
+
+    def __init__(self, ctx: D.Context, device):
+        self.ctx, self.device, self.spent, self._t = ctx, device, 0.0, None
+
+    def start(self):
+        self._t = time.perf_counter()
+
+    def stop(self):
+        if self._t is not None:
+            self.spent += time.perf_counter() - self._t
+            self._t = None
+
+    def elapsed(self) -> float:
+        now = self.spent + (time.perf_counter() - self._t if self._t is not None else 0.0)
+        if self.ctx.active:  # ranks must agree on the lr and on when to stop
+            t = torch.tensor([now], dtype=torch.float64, device=self.device)
+            D.all_reduce_max(t, self.ctx)
+            now = float(t[0])
+        return now
 
 
 def train(
@@ -113,8 +188,9 @@ def train(
 ) -> dict[int, list[dict[str, torch.Tensor]]]:
     """Train ``ens`` from step ``start`` to ``spec.iterations`` under stacked ``masks``.
 
-    Calls ``on_eval(step, metrics)`` every ``eval_every`` steps and at the end; returns the member
-    states captured at the steps in ``capture`` (used for rewinding to step k).
+    Calls ``on_eval(step, metrics)`` every ``eval_every`` steps and at the end (also when the time
+    budget ``max_minutes`` stops training early); returns the member states captured at the steps in
+    ``capture`` (used for rewinding to step k).
     """
     ctx = ctx or D.Context()
     params = ens.params()
@@ -122,46 +198,75 @@ def train(
     fmasks = {n: m.to(params[n].dtype) for n, m in masks.items()}
     for n, m in fmasks.items():
         params[n].data.mul_(m)
-    opt = make_optimizer(list(ens.parameters()), spec)
+    opt = make_optimizer(list(ens.stacked), spec, names=ens.names,
+                         transposed=[n for n, t in zip(ens.names, ens.transposed) if t])
+    base_lrs = [g["lr"] for g in opt.param_groups]
     # With a zero gradient, Adam's and SGD's updates of a zero weight are exactly zero (their state
     # for it stays zero too), so masking gradients suffices; other optimizers re-apply the masks.
     elementwise = spec.optimizer in ELEMENTWISE
+    dev = ens.stacked[0].device
     model = ens
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(ens, device_ids=None if params[ens.names[0]].device.type == "cpu" else [ctx.local_rank])
+        model = DDP(ens, device_ids=None if dev.type == "cpu" else [ctx.local_rank])
+    if spec.compile or (spec.compile is None and dev.type == "cuda"):
+        model = torch.compile(model)
     batches = Batches(seeds, task.train_size, spec.batch_size)
-    dev = ens.stacked[0].device
+    if spec.batch_size % (spec.grad_accum * ctx.world):
+        raise ConfigError(f"batch_size {spec.batch_size} is not divisible by grad_accum x processes "
+                          f"= {spec.grad_accum * ctx.world}")
     captured = {}
+    clock = Clock(ctx, dev)
 
     def report(step):
         if on_eval is not None:
-            on_eval(step, evaluate(ens, task, ctx))
+            metrics = evaluate(ens, task, ctx)
+            # training seconds so far (evaluation excluded): throughput, and bpb against wall-clock
+            metrics["train_seconds"] = torch.full((ens.members,), round(clock.spent, 3), dtype=torch.float64)
+            on_eval(step, metrics)
 
-    for step in range(start, spec.iterations):
+    step = start
+    while step < spec.iterations:
         if step in capture:
             captured[step] = [ens.member_state(i) for i in range(ens.members)]
         if step % spec.eval_every == 0:
             report(step)
-        idx = batches(step)[:, ctx.rank :: ctx.world]
-        x, y = task.batch(idx)
-        with autocast(dev):
-            loss = task.loss(model(x), y)
+        clock.start()
+        elapsed = clock.elapsed() if (spec.max_minutes or ctx.active and spec.warmdown) else 0.0
+        if spec.max_minutes and elapsed >= 60.0 * spec.max_minutes:
+            clock.stop()
+            break
+        f = lr_factor(spec, step, elapsed)
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * f
+        idx = batches(step)[:, ctx.rank :: ctx.world]  # this rank's share of every member's batch
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for i, part in enumerate(idx.chunk(spec.grad_accum, dim=1)):
+            x, y = task.batch(part)
+            last = i == spec.grad_accum - 1
+            # DDP all-reduces gradients on the last micro-batch only
+            sync = model.no_sync() if ctx.active and not last and hasattr(model, "no_sync") else contextlib.nullcontext()
+            with sync:
+                with autocast(dev):
+                    loss = task.loss(model(x), y) / spec.grad_accum
+                loss.backward()
         with torch.no_grad():
             grads = ens.grads()
             for n, m in fmasks.items():
                 grads[n].mul_(m)
+            if spec.grad_clip:
+                clip_members([g for g in grads.values() if g is not None], spec.grad_clip)
         opt.step()
         if not elementwise:
             with torch.no_grad():
                 for n, m in fmasks.items():
                     params[n].mul_(m)
+        clock.stop()
+        step += 1
         if progress is not None:
             progress.update(1)
-    if spec.iterations in capture:
-        captured[spec.iterations] = [ens.member_state(i) for i in range(ens.members)]
-    report(spec.iterations)
+    if step in capture or spec.iterations in capture:
+        captured[step] = [ens.member_state(i) for i in range(ens.members)]
+    report(step)
     return captured

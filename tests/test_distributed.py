@@ -10,18 +10,20 @@ import pytest
 HERE = Path(__file__).parent
 
 
+def torchrun(script: str, *args: str) -> None:
+    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if exe is None:
+        pytest.skip("torchrun not found")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([exe, "--standalone", "--nproc_per_node=2", str(HERE / script), *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found")
     tmp = tmp_path_factory.mktemp("dist")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", str(HERE / "dist_worker.py"), str(tmp / "run"), str(tmp)],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun("dist_worker.py", str(tmp / "run"), str(tmp))
     return tmp
 
 
@@ -45,3 +47,28 @@ def test_only_rank_zero_writes_results(two_ranks):
         rows = list(csv.DictReader(f))
     keys = [(r["experiment"], r["trial"], r["level"], r["step"]) for r in rows]
     assert len(keys) == len(set(keys)) > 0
+
+
+LM = {"dataset": "text", "model": "gpt_cpu", "init": "golf", "optimizer": "adamw", "lr": 3e-3,
+      "model_args": {"n_layer": 1, "d_model": 32, "n_head": 2, "n_kv_head": 1}, "seq_len": 32,
+      "batch_size": 8, "grad_accum": 2, "iterations": 4, "eval_every": 2, "eval_tokens": 1024,
+      "warmup": 2, "warmdown": 0.5, "grad_clip": 1.0, "layer_rates": {}, "levels": 0}
+
+
+def test_lm_loss_with_two_processes_matches_one_process_with_the_same_global_batch(tmp_path):
+    import csv
+
+    from lth import lottery
+    from lth.presets import Config
+
+    torchrun("dist_lm_worker.py", str(tmp_path / "ddp"), json.dumps(LM))
+    lottery.run(Config(**{**Config().to_dict(), **LM}), tmp_path / "one", progress=False, dense_only=True)
+    runs = []
+    for name in ("ddp", "one"):
+        with open(tmp_path / name / "results.csv") as f:
+            runs.append([(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)])
+    assert [s for s, _ in runs[0]] == [s for s, _ in runs[1]] == [0, 2, 4]
+    assert runs[0][0] == runs[1][0]  # same init
+    for (_, a), (_, b) in zip(*runs):
+        assert abs(a - b) < 1e-4 * abs(b), (a, b)
+    assert runs[1][-1][1] < runs[1][0][1]  # and it did train

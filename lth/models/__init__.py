@@ -14,7 +14,17 @@ def _lenet(shape, num_classes, **kw):
     return LeNet(c * h * w, tuple(kw.get("hidden", (300, 100))), num_classes)
 
 
-MODELS = {"lenet_300_100": _lenet}
+def _gpt(size):
+    def make(shape, num_classes, **kw):
+        from . import gpt
+
+        return gpt.build(shape, num_classes, size=size, **kw)
+
+    return make
+
+
+# gpt_cpu: trains on two CPU cores in minutes; gpt_golf: the parameter-golf baseline shape (lth.models.gpt).
+MODELS = {"lenet_300_100": _lenet, "gpt_cpu": _gpt("cpu"), "gpt_golf": _gpt("golf")}
 
 
 def build(name: str, shape, num_classes: int, **kwargs) -> nn.Module:

@@ -172,6 +172,8 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     stackable = False  # Ensemble runs members through torch.func.vmap
+    # With weights frozen (lth.supermask), these 1-D scales still train: a few floats per layer and head.
+    supermask_trainable = ("head_scale", "out_scale", "logit_scale")
 
     def __init__(self, cfg: GPTConfig | None = None, **kwargs):
         super().__init__()

@@ -1,0 +1,101 @@
+"""The trainer's schedule, accumulation, clipping, time budget and Muon, on tiny models."""
+
+import csv
+import dataclasses
+
+import pytest
+import torch
+
+from lth import lottery
+from lth.ensemble import Ensemble
+from lth.models.lenet import LeNet
+from lth.presets import Config, preset
+from lth.train import TrainSpec, clip_members, lr_factor, train
+
+
+@pytest.fixture(scope="module")
+def task():
+    return lottery.load_task(Config(), "cpu")
+
+
+def lenet_ensemble(seeds=(0, 1)):
+    template = LeNet()
+    return Ensemble(template, [lottery.init_state(template, s, "glorot_normal") for s in seeds])
+
+
+def test_lr_factor_warms_up_then_holds_then_warms_down_to_zero():
+    spec = TrainSpec(iterations=100, batch_size=1, lr=1.0, warmup=10, warmdown=0.2)
+    f = [lr_factor(spec, s) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == 1.0
+    assert all(v == 1.0 for v in f[10:80])
+    assert f[90] == pytest.approx(0.5) and f[99] == pytest.approx(0.05)
+    assert all(a >= b for a, b in zip(f[80:], f[81:]))
+
+
+def test_lr_factor_under_a_time_budget_warms_down_by_elapsed_time():
+    spec = TrainSpec(iterations=10**6, batch_size=1, lr=1.0, warmdown=0.5, max_minutes=1.0)
+    assert lr_factor(spec, 10, elapsed=0.0) == 1.0
+    assert lr_factor(spec, 10, elapsed=45.0) == pytest.approx(0.5)
+    assert lr_factor(spec, 10, elapsed=60.0) == 0.0
+
+
+def test_grad_accum_takes_the_same_step_as_the_whole_batch(task):
+    ends = []
+    for accum in (1, 4):
+        ens = lenet_ensemble()
+        train(ens, {}, task, TrainSpec(iterations=3, batch_size=32, lr=1e-2, optimizer="sgd", grad_accum=accum,
+                                       eval_every=10**6), [0, 1])
+        ends.append(ens.params())
+    for n in ends[0]:
+        torch.testing.assert_close(ends[0][n], ends[1][n], rtol=1e-5, atol=1e-6)
+
+
+def test_clip_members_bounds_each_members_norm_separately():
+    g = [torch.tensor([[3.0, 4.0], [0.3, 0.4]]), torch.tensor([[0.0], [0.0]])]  # member norms 5 and 0.5
+    clip_members(g, 1.0)
+    torch.testing.assert_close(g[0][0], torch.tensor([0.6, 0.8]))
+    torch.testing.assert_close(g[0][1], torch.tensor([0.3, 0.4]))  # under the bound: untouched
+
+
+def test_time_budget_stops_training_and_still_reports_the_last_step(task):
+    ens = lenet_ensemble((0,))
+    steps = []
+    train(ens, {}, task, TrainSpec(iterations=10**6, batch_size=32, lr=1e-3, max_minutes=1e-3, eval_every=10**7),
+          [0], on_eval=lambda step, m: steps.append(step))
+    assert steps[0] == 0 and 0 < steps[-1] < 10**6 and len(steps) == 2
+
+
+def test_muon_keeps_pruned_weights_exactly_zero(task):
+    ens = lenet_ensemble()
+    masks = {n: (torch.rand_like(p) > 0.5) for n, p in ens.params().items() if p.dim() == 3}
+    train(ens, masks, task, TrainSpec(iterations=3, batch_size=32, lr=1e-3, optimizer="muon", matrix_lr=0.02,
+                                      eval_every=10**6), [0, 1])
+    for n, m in masks.items():
+        assert torch.all(ens.params()[n][~m] == 0)
+        assert torch.any(ens.params()[n][m] != 0)
+
+
+def tiny_lm(**kw):
+    cfg = dataclasses.replace(preset("lm_cpu"), iterations=6, eval_every=3, eval_tokens=512, max_minutes=None,
+                              model_args={"n_layer": 1, "d_model": 32, "n_head": 2, "n_kv_head": 1},
+                              seq_len=32, batch_size=4, rewind_step=2, warmup=2)
+    return dataclasses.replace(cfg, **kw)
+
+
+def test_language_model_rows_carry_val_bpb(tmp_path):
+    lottery.run(tiny_lm(), tmp_path, progress=False, dense_only=True)
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [0, 3, 6]
+    assert all(float(r["val_bpb"]) > 0 for r in rows)
+    assert float(rows[-1]["val_bpb"]) < float(rows[0]["val_bpb"])
+
+
+def test_language_model_imp_keeps_the_embedding_dense_unless_asked(tmp_path):
+    run = lottery.run(tiny_lm(levels=1), tmp_path, progress=False)
+    from lth.io import load_tensors
+
+    flat = load_tensors(run.path / "level_01" / "ticket_trial0.safetensors")
+    names = {k[5:] for k in flat if k.startswith("mask.")}
+    assert "embed.weight" not in names and "blocks.0.mlp.fc.weight" in names
+    assert all(flat[f"mask.{n}"].float().mean() < 0.5 for n in names)

@@ -33,7 +33,12 @@ from .init import init_from_seed
 from .io import atomic_save_tensors, load_tensors
 from .presets import Config, validate
 from .run import RunDir
-from .train import TrainSpec, train
+from .train import TrainSpec, flatten_optimizer_state, train, unflatten_optimizer_state
+
+# A batched level saves a mid-level snapshot (weights, optimizer, rows so far) at an evaluation when at
+# least this many seconds have passed since the last one: a killed long run (a 10-minute language
+# model) resumes mid-level, while short LeNet levels never pay for the writes.
+SNAPSHOT_SECONDS = 60.0
 
 
 @dataclass
@@ -197,7 +202,8 @@ class Lottery:
         )
         rewind = {}
         for group in groups:
-            finals, captured = self._train_group(group, level, start, capture, rows, bar)
+            partial = len(groups) == 1  # mid-level snapshots for the batched (one-group) case
+            finals, captured = self._train_group(group, level, start, capture, rows, bar, partial=partial)
             for mem, final in zip(group, finals):
                 self._save_member(level, mem, final)
             for i, mem in enumerate(group):
@@ -208,9 +214,57 @@ class Lottery:
             atomic_save_tensors(rewind, self.run.path / "rewind.safetensors")
         self.run.replace_level_rows(level, rows)
         self.run.mark_done(level)
+        self._drop_snapshot(level)
         D.barrier(self.ctx)
 
-    def _train_group(self, group, level, start, capture, rows, bar):
+    # --- mid-level snapshots ---------------------------------------------------------------------
+
+    def _snapshot_paths(self, level: int):
+        d = self.run.level_dir(level)
+        return d / "partial.safetensors", d / "partial.json"
+
+    def _save_snapshot(self, level, step, ens, state, rows) -> None:
+        if not self.ctx.main:
+            return
+        import json
+
+        from .io import atomic_write_json
+
+        tensors, opt_meta = flatten_optimizer_state(state["optimizer"])
+        tensors.update({f"param.{n}": p.detach().cpu().contiguous() for n, p in zip(ens.names, ens.stacked)})
+        for s, members in state["captured"].items():
+            for i, m in enumerate(members):
+                tensors.update({f"cap.{s}.{i}.{n}": v for n, v in m.items()})
+        ten, meta = self._snapshot_paths(level)
+        atomic_save_tensors(tensors, ten)
+        # the JSON goes last: a snapshot counts only once both files are whole
+        atomic_write_json(meta, {"step": step, "train_seconds": state["train_seconds"], "optimizer": opt_meta,
+                                 "rows": json.loads(json.dumps(rows)), "captured": sorted(state["captured"]),
+                                 "members": len(ens.stacked[0])})
+
+    def _load_snapshot(self, level, ens):
+        import json
+
+        ten, meta = self._snapshot_paths(level)
+        if not (ten.exists() and meta.exists()):
+            return None
+        m = json.loads(meta.read_text())
+        tensors = load_tensors(ten)
+        with torch.no_grad():
+            for n, p in zip(ens.names, ens.stacked):
+                p.copy_(tensors[f"param.{n}"])
+        captured = {int(s): [{k.split(".", 3)[3]: v for k, v in tensors.items() if k.startswith(f"cap.{s}.{i}.")}
+                             for i in range(m["members"])] for s in m["captured"]}
+        state = {"optimizer": unflatten_optimizer_state(tensors, m["optimizer"]),
+                 "train_seconds": m["train_seconds"], "captured": captured}
+        return m["step"], state, m["rows"]
+
+    def _drop_snapshot(self, level: int) -> None:
+        if self.ctx.main:
+            for p in self._snapshot_paths(level):
+                p.unlink(missing_ok=True)
+
+    def _train_group(self, group, level, start, capture, rows, bar, *, partial: bool = False):
         dev = self.device
         ens = Ensemble(self.template, [g.reset for g in group]).to(dev)
         masks = M.stack([{n: v.to(dev) for n, v in g.masks.items()} for g in group])
@@ -227,9 +281,27 @@ class Lottery:
             if acc is not None:
                 bar.set_postfix(val_acc=f"{float(acc[tickets].mean()):.4f}", step=step)
 
+        resume, snapshot = None, None
+        if partial:
+            import time
+
+            found = self._load_snapshot(level, ens)
+            if found is not None:
+                step, resume, saved = found
+                rows.extend(r for r in saved if int(r["step"]) != step)  # step `step` is evaluated again
+                bar.update(step - start)
+                start = step
+            last = [time.monotonic()]
+
+            def snapshot(step, state):
+                if time.monotonic() - last[0] >= SNAPSHOT_SECONDS:
+                    self._save_snapshot(level, step, ens, state, rows)
+                    last[0] = time.monotonic()
+
         captured = train(
             ens, masks, self.task, self.spec, [self.seeds[g.trial] for g in group],
             start=start, capture=capture, on_eval=on_eval, ctx=self.ctx, progress=bar,
+            snapshot=snapshot, resume=resume,
         )
         finals = [ens.member_state(i) for i in range(len(group))]
         return finals, captured

@@ -142,6 +142,28 @@ def evaluate(ens, task, ctx: D.Context | None = None, splits=None) -> dict[str, 
     return out
 
 
+def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer ``state_dict`` as (tensors for safetensors, JSON-able rest): no pickle needed."""
+    tensors, state = {}, {}
+    for pid, st in sd["state"].items():
+        state[str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                state[str(pid)][k] = v
+    return tensors, {"state": state, "param_groups": sd["param_groups"]}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {int(pid): dict(st) for pid, st in meta["state"].items()}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
 def clip_members(grads: list[torch.Tensor], max_norm: float) -> None:
     """Scale each member's gradients (leading dim of every stacked tensor) to global norm <= max_norm."""
     sq = sum(g.flatten(1).double().pow(2).sum(1) for g in grads)  # [M]
@@ -185,12 +207,20 @@ def train(
     on_eval: Callable[[int, dict], None] | None = None,
     ctx: D.Context | None = None,
     progress=None,
+    snapshot: Callable[[int, dict], None] | None = None,
+    resume: dict | None = None,
 ) -> dict[int, list[dict[str, torch.Tensor]]]:
     """Train ``ens`` from step ``start`` to ``spec.iterations`` under stacked ``masks``.
 
     Calls ``on_eval(step, metrics)`` every ``eval_every`` steps and at the end (also when the time
     budget ``max_minutes`` stops training early); returns the member states captured at the steps in
     ``capture`` (used for rewinding to step k).
+
+    ``snapshot(step, state)`` is called after each evaluation past ``start`` with what a killed run
+    needs to continue exactly: ``state = {"optimizer": state_dict, "train_seconds", "captured"}`` (the
+    weights are ``ens``'s). ``resume`` is such a state (with ``ens`` already holding the weights and
+    ``start`` its step): the optimizer, clock and captured states continue from it. Data order is a
+    function of the step, so the continued run sees the batches the killed one would have.
     """
     ctx = ctx or D.Context()
     params = ens.params()
@@ -218,6 +248,13 @@ def train(
                           f"= {spec.grad_accum * ctx.world}")
     captured = {}
     clock = Clock(ctx, dev)
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        base_lrs = [g.get("initial_lr", lr) for g, lr in zip(opt.param_groups, base_lrs)]
+        clock.spent = float(resume["train_seconds"])
+        captured.update(resume.get("captured", {}))
+    for g, lr in zip(opt.param_groups, base_lrs):
+        g["initial_lr"] = lr  # the schedule's base, kept in the optimizer's state for a resume
 
     def report(step):
         if on_eval is not None:
@@ -232,6 +269,8 @@ def train(
             captured[step] = [ens.member_state(i) for i in range(ens.members)]
         if step % spec.eval_every == 0:
             report(step)
+            if snapshot is not None and step > start:
+                snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured})
         clock.start()
         elapsed = clock.elapsed() if (spec.max_minutes or ctx.active and spec.warmdown) else 0.0
         if spec.max_minutes and elapsed >= 60.0 * spec.max_minutes:

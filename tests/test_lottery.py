@@ -170,3 +170,38 @@ def test_oneshot_prunes_dense_net_to_each_levels_sparsity(tmp_path):
     keep = lvl2["mask.fc2.weight"].bool()
     assert int(keep.sum()) == 30000 - round(0.75 * 30000)
     assert w[keep].min() >= w[~keep].max()  # straight from the dense weights, not nested via level 1
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_level_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    from lth.presets import Config
+
+    cfg = Config(name="tiny", iterations=40, eval_every=10, levels=1, trials=2, controls=["random"], prune_rate=0.5)
+    lottery.run(cfg, tmp_path / "whole", progress=False)
+    monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
+    save = lottery.Lottery._save_snapshot
+    saves = []
+
+    def save_then_die(self, level, step, *a):
+        save(self, level, step, *a)
+        saves.append((level, step))
+        if (level, step) == (1, 20):
+            raise Killed
+
+    monkeypatch.setattr(lottery.Lottery, "_save_snapshot", save_then_die)
+    with pytest.raises(Killed):
+        lottery.run(cfg, tmp_path / "killed", progress=False)
+    assert (tmp_path / "killed" / "level_01" / "partial.json").exists()
+    monkeypatch.setattr(lottery.Lottery, "_save_snapshot", save)
+    lottery.run(cfg, tmp_path / "killed", progress=False)
+    timeless = lambda out: sorted(  # noqa: E731
+        (tuple((k, v) for k, v in r.items() if k != "train_seconds") for r in rows(out)))
+    assert timeless(tmp_path / "killed") == timeless(tmp_path / "whole")
+    for name in ("ticket_trial0", "random_trial1"):
+        a = load_tensors(tmp_path / "whole" / "level_01" / f"{name}.safetensors")
+        b = load_tensors(tmp_path / "killed" / "level_01" / f"{name}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "killed" / "level_01" / "partial.json").exists()

@@ -1,0 +1,157 @@
+"""Language-model tickets on 2 CPU cores, in bits per byte, beside xz.
+
+    python bench/lm_cpu.py [--minutes 10] [--out bench/runs/lm_cpu] [--docs docs/lm_cpu]
+
+Runs (or resumes), each with a wall-clock budget of ``--minutes`` of training per run, on the embedded
+World English Bible at the byte level (validation = its last 10% of lines, ``eval_tokens`` of it):
+
+1. ``lth lottery lm_cpu``: the dense model (level 0), then IMP with rewinding to step 100 at 55% per
+   level, so level 2 is a ticket at 20.25% of the prunable matrices (embedding kept dense);
+2. ``lth supermask lm_cpu_supermask``: weights frozen at the seed-derived init, STE masks and scales;
+3. equal bytes: a dense model small enough that its int8 + zlib artifact is about the size of the
+   supermask's ticket file, trained for the same time and evaluated after the int8 round trip.
+
+and reports, for each, the best and final val_bpb (best = the lowest over the periodic validations;
+final = at the end of the budget), next to xz -9e's conditional rate on the same validation text (bits
+to add it to an xz stream of the training text). Also: tokens per second of the dense run and its
+fraction of the float32 matmul peak measured in this process (6N + 12 L d T FLOPs per token).
+Writes a table and JSON into ``--docs`` and bench/results/lm_cpu.json.
+"""
+
+import argparse
+import csv
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from common import ROOT, matmul_peak_gflops, record, table
+
+from lth import lottery, supermask
+from lth.data.text import load_text, split_text
+from lth.models.gpt import GPTConfig, flops_per_token
+from lth.presets import preset
+from lth.xz_rate import conditional_bpb
+
+
+def rows(path: Path, experiment=None, level=None) -> list[dict]:
+    with open(path / "results.csv") as f:
+        out = [r for r in csv.DictReader(f)]
+    return [r for r in out if (experiment is None or r["experiment"] == experiment)
+            and (level is None or int(r["level"]) == level)]
+
+
+def best_final(rs: list[dict]) -> dict:
+    last = max(rs, key=lambda r: int(r["step"]))
+    best = min(rs, key=lambda r: float(r["val_bpb"]))
+    return {"best_bpb": float(best["val_bpb"]), "best_step": int(best["step"]), "final_bpb": float(last["val_bpb"]),
+            "final_step": int(last["step"]), "remaining": float(last["remaining"]),
+            "train_seconds": float(last.get("train_seconds") or 0.0)}
+
+
+def gpt_cfg(cfg) -> GPTConfig:
+    from lth.models.gpt import SIZES
+
+    size = SIZES[cfg.model.removeprefix("gpt_")]
+    fields = {**size, **{k: v for k, v in cfg.model_args.items()}}
+    fields["seq_len"] = cfg.seq_len or fields["seq_len"]
+    return GPTConfig(**fields)
+
+
+def equal_bytes_dense(minutes: float, target_bytes: int, out: Path) -> dict:
+    """Train a small dense GPT whose int8+zlib artifact is near ``target_bytes``; evaluate it dequantized."""
+    from lth import pack
+    from lth.quant import int8_zlib
+    from lth.train import evaluate
+
+    # d_model 128, 2 layers: 7 d^2 per layer + V d = 262,144 parameters, ~1 byte each as int8
+    cfg = dataclasses.replace(preset("lm_cpu"), max_minutes=minutes, levels=0,
+                              model_args={"n_layer": 2, "d_model": 128, "n_head": 4, "n_kv_head": 2})
+    run = lottery.run(cfg, out, dense_only=True)
+    flat = {k[6:]: v for k, v in pack.load_tensors(run.path / "level_00" / "ticket_trial0.safetensors").items()
+            if k.startswith("final.")}
+    nbytes, deq = int8_zlib(flat)
+    lot = lottery.Lottery(cfg, out, progress=False)
+    from lth.ensemble import Ensemble
+
+    ens = Ensemble(lot.template, [deq])
+    metrics = evaluate(ens, lot.task)
+    res = best_final(rows(run.path, "ticket", 0))
+    res.update({"int8_zlib_bytes": nbytes, "int8_val_bpb": float(metrics["val_bpb"][0]),
+                "params": sum(v.numel() for v in flat.values()), "target_bytes": target_bytes})
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "runs" / "lm_cpu"))
+    ap.add_argument("--docs", default=str(ROOT / "docs" / "lm_cpu"))
+    args = ap.parse_args()
+    out, docs = Path(args.out), Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    peak = matmul_peak_gflops()
+    train_text, val_text = split_text(load_text(None))
+    xz = conditional_bpb(train_text, val_text)
+    print(f"xz -9e conditional rate: {xz['bpb']:.4f} bpb; float32 matmul peak {peak:.1f} GFLOP/s")
+
+    t0 = time.time()
+    cfg = dataclasses.replace(preset("lm_cpu"), max_minutes=args.minutes)
+    lottery.run(cfg, out / "lottery")
+    dense = best_final(rows(out / "lottery", "ticket", 0))
+    imp = best_final(rows(out / "lottery", "ticket", cfg.levels))
+    g = gpt_cfg(cfg)
+    tokens = dense["final_step"] * cfg.batch_size * g.seq_len
+    tok_s = tokens / dense["train_seconds"]
+    mfu = tok_s * flops_per_token(g) / (peak * 1e9)
+
+    scfg = dataclasses.replace(preset("lm_cpu_supermask"), max_minutes=args.minutes)
+    supermask.run(scfg, out / "supermask")
+    sm = best_final(rows(out / "supermask"))
+    from lth import pack
+    from lth import ticket as T
+
+    sm_ticket = pack.from_run(out / "supermask")
+    sm_bytes = len(T.encode(sm_ticket))
+    imp_bytes = len(T.encode(pack.from_run(out / "lottery", level=cfg.levels)))
+    small = equal_bytes_dense(args.minutes, sm_bytes, out / "dense_small")
+
+    table_rows = [
+        {"model": "xz -9e (conditional)", "val_bpb best": f"{xz['bpb']:.4f}", "val_bpb final": "", "bytes": "",
+         "weights kept": "", "steps": ""},
+        {"model": "dense lm_cpu (fp32)", "val_bpb best": f"{dense['best_bpb']:.4f}",
+         "val_bpb final": f"{dense['final_bpb']:.4f}", "bytes": "", "weights kept": "100%",
+         "steps": dense["final_step"]},
+        {"model": f"IMP ticket, level {cfg.levels} (rewind 100)", "val_bpb best": f"{imp['best_bpb']:.4f}",
+         "val_bpb final": f"{imp['final_bpb']:.4f}", "bytes": f"{imp_bytes:,}",
+         "weights kept": f"{imp['remaining']:.1%}", "steps": imp["final_step"]},
+        {"model": "supermask lm_cpu (frozen weights)", "val_bpb best": f"{sm['best_bpb']:.4f}",
+         "val_bpb final": f"{sm['final_bpb']:.4f}", "bytes": f"{sm_bytes:,}",
+         "weights kept": f"{sm['remaining']:.1%}", "steps": sm["final_step"]},
+        {"model": f"dense small ({small['params']:,} params), int8+zlib", "val_bpb best": f"{small['best_bpb']:.4f}",
+         "val_bpb final": f"{small['int8_val_bpb']:.4f} (int8)", "bytes": f"{small['int8_zlib_bytes']:,}",
+         "weights kept": "100%", "steps": small["final_step"]},
+    ]
+    text = table(table_rows, list(table_rows[0]))
+    speed = (f"dense lm_cpu: {tok_s:,.0f} tokens/s over {dense['train_seconds']:.0f} s of training, "
+             f"{flops_per_token(g) / 1e6:.2f} MFLOP/token -> {tok_s * flops_per_token(g) / 1e9:.1f} GFLOP/s = "
+             f"{100 * mfu:.1f}% of the {peak:.1f} GFLOP/s float32 matmul peak")
+    print(text)
+    print(speed)
+    minutes = (time.time() - t0) / 60
+    (docs / "table.txt").write_text(text + "\n\n" + speed + "\n")
+    payload = {"xz": xz, "dense": dense, "imp": imp, "imp_bytes": imp_bytes, "supermask": sm,
+               "supermask_bytes": sm_bytes, "dense_small": small, "tokens_per_second": tok_s, "mfu": mfu,
+               "peak_gflops": peak, "minutes_per_run": args.minutes, "wall_minutes": minutes,
+               "config": cfg.to_dict(), "supermask_config": scfg.to_dict()}
+    path = record("lm_cpu", payload)
+    import json
+
+    (docs / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    print(f"wrote {path} and {docs}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -165,8 +165,39 @@ def cmd_inspect(args) -> int:
     if not path.exists():
         raise LthError(f"{path}: no such ticket file")
     info = T.inspect(path.read_bytes(), source=str(path))
-    print(json.dumps(info, indent=2) if args.json else format_inspect(info))
+    info.update(budget(info["total_bytes"], args.code, args.code_bytes, args.budget))
+    print(json.dumps(info, indent=2) if args.json else format_inspect(info) + "\n" + format_budget(info))
     return 0
+
+
+def code_files(paths: list[str] | None) -> list:
+    """The files whose bytes count as code: the given ones, or every .py file of the lth package."""
+    from pathlib import Path
+
+    if paths:
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise LthError(f"{missing[0]}: no such code file")
+        return [Path(p) for p in paths]
+    return sorted(Path(__file__).resolve().parent.rglob("*.py"))
+
+
+def budget(ticket_bytes: int, code: list[str] | None, code_bytes: int | None, limit: int) -> dict:
+    """The parameter-golf accounting: code bytes + artifact bytes against a byte budget."""
+    if code_bytes is None:
+        code_bytes = sum(p.stat().st_size for p in code_files(code))
+    if code_bytes < 0 or limit <= 0:
+        raise LthError(f"code bytes must be >= 0 and the budget > 0, got {code_bytes} and {limit}")
+    total = code_bytes + ticket_bytes
+    return {"code_bytes": code_bytes, "budget_bytes": limit, "code_plus_ticket_bytes": total,
+            "fits_budget": total <= limit, "budget_left_bytes": limit - total}
+
+
+def format_budget(info: dict) -> str:
+    verdict = "fits" if info["fits_budget"] else "does NOT fit"
+    return (f"budget: code {info['code_bytes']:,} + ticket {info['total_bytes']:,} = "
+            f"{info['code_plus_ticket_bytes']:,} bytes: {verdict} in {info['budget_bytes']:,} "
+            f"({info['budget_left_bytes']:+,} left)")
 
 
 def cmd_eval(args) -> int:
@@ -186,6 +217,21 @@ def cmd_export(args) -> int:
 
     for p in pack.export(T.load(args.ticket), args.output, torch_prune=args.torch_prune):
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from . import pack
+    from . import ticket as T
+    from .sample import generate, tokenizer_for
+
+    t = T.load(args.ticket)
+    if not t.arch["model"].startswith("gpt"):
+        raise LthError(f"{args.ticket} holds a {t.arch['model']}, not a language model")
+    model = pack.build(t).to(args.device)
+    tok = tokenizer_for(t.meta.get("config", {}), args.tokenizer)
+    print(generate(model, tok, args.prompt, args.tokens, temperature=args.temperature, top_k=args.top_k,
+                   seed=args.seed, device=args.device))
     return 0
 
 
@@ -260,6 +306,10 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="parts of a ticket file, their bytes and the entropy bound")
     p.add_argument("ticket")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--budget", type=int, default=16_000_000, help="byte budget for code + ticket")
+    p.add_argument("--code", action="append", default=None, metavar="FILE",
+                   help="a file counted as code (repeatable; default: the lth package's .py files)")
+    p.add_argument("--code-bytes", type=int, default=None, help="count this many code bytes instead")
     p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("eval", help="regenerate a ticket's network and evaluate it")
@@ -273,6 +323,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--torch-prune", action="store_true", help="also write weight_orig/weight_mask form")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("generate", help="sample text from a language-model ticket")
+    p.add_argument("ticket")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--tokens", type=int, default=200, help="new tokens to sample")
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", default=None, help="'bytes' or a .model (default: the run's)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True)

@@ -61,3 +61,24 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, *, temperature:
     finally:
         model.train(was_training)
     return prompt + _decode(tokenizer, idx[0, len(prompt_ids) :].tolist())
+
+
+def tokenizer_for(config: dict, override: str | None = None):
+    """The tokenizer a run's config trained on: ``override`` if given, else the SentencePiece model in
+    its token directory (``data_dir/tokenizer.model``), else bytes."""
+    from pathlib import Path
+
+    from .data.text import Tokenizer
+
+    if override is not None:
+        return Tokenizer(override)
+    d = config.get("data_dir")
+    if d is not None and (Path(d) / "tokenizer.model").exists():
+        return Tokenizer(Path(d) / "tokenizer.model")
+    if d is not None:
+        import json
+
+        meta = Path(d) / "meta.json"
+        if meta.exists() and json.loads(meta.read_text()).get("tokenizer") not in (None, "bytes"):
+            raise ConfigError(f"{d} has no tokenizer.model; give --tokenizer")
+    return Tokenizer("bytes")

@@ -94,3 +94,26 @@ def test_train_from_ticket_without_preset_uses_recorded_config(packed):
     p = run_cli("train", "--ticket", str(packed / "m.ticket"), "--out", str(packed / "re"), "--no-progress")
     assert p.returncode == 0, p.stderr
     assert (packed / "re" / "results.csv").exists()
+
+
+def test_inspect_counts_code_plus_ticket_against_the_budget(packed):
+    import json
+
+    size = (packed / "m.ticket").stat().st_size
+    info = json.loads(run_cli("inspect", str(packed / "m.ticket"), "--json", "--code-bytes", "1000",
+                              "--budget", str(size + 1000)).stdout)
+    assert info["code_plus_ticket_bytes"] == size + 1000 and info["fits_budget"] and info["budget_left_bytes"] == 0
+    info = json.loads(run_cli("inspect", str(packed / "m.ticket"), "--json", "--code-bytes", "1001",
+                              "--budget", str(size + 1000)).stdout)
+    assert not info["fits_budget"]
+
+
+def test_inspect_default_code_is_the_lth_sources(packed):
+    import json
+    from pathlib import Path
+
+    import lth
+
+    info = json.loads(run_cli("inspect", str(packed / "m.ticket"), "--json").stdout)
+    src = sum(p.stat().st_size for p in Path(lth.__file__).parent.rglob("*.py"))
+    assert info["code_bytes"] == src and info["budget_bytes"] == 16_000_000

@@ -130,10 +130,12 @@ def cmd_pack(args) -> int:
     from . import pack
     from . import ticket as T
 
-    t = pack.from_lottery_run(args.run_dir, level=args.level, experiment=args.experiment, trial=args.trial,
-                              trained=args.trained, dtype=args.dtype)
+    t = pack.from_run(args.run_dir, level=args.level, experiment=args.experiment, trial=args.trial,
+                      trained=args.trained, dtype=args.dtype)
     n = T.save(t, args.output)
-    print(f"wrote {args.output}: {n:,} bytes ({t.weights} weights, level {t.meta.get('level')})")
+    what = (f"supermask {t.meta['rule']}, trial {t.meta['trial']}, {len(t.floats)} scale tensors"
+            if t.meta.get("kind") == "supermask" else f"level {t.meta.get('level')}")
+    print(f"wrote {args.output}: {n:,} bytes ({t.weights} weights, {what})")
     return 0
 
 
@@ -292,11 +294,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.set_defaults(fn=cmd_report)
 
-    p = sub.add_parser("pack", help="pack a run's ticket into a ticket file")
+    p = sub.add_parser("pack", help="pack a lottery or supermask run's ticket into a ticket file")
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--level", type=int, default=None, help="level to pack (default: the last finished)")
-    p.add_argument("--experiment", default="ticket", choices=["ticket", "reinit", "random"])
+    p.add_argument("--experiment", default=None, choices=["ticket", "reinit", "random"],
+                   help="lottery branch (default: ticket)")
     p.add_argument("--trial", type=int, default=0)
     p.add_argument("--trained", action="store_true", help="ship the trained weights (stored floats)")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],

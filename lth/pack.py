@@ -3,7 +3,8 @@
 A lottery ticket at init is just (seed, mask): lottery runs use seed-derived init, so a ticket whose
 reset weights regenerate bit-exactly from a seed packs into that seed plus its masks. Where they do
 not (rewinding to step k > 0), the surviving reset weights travel as fp16/bf16 floats. ``trained=True``
-ships the trained weights instead (always stored floats).
+ships the trained weights instead (always stored floats). A supermask trial is (seed, masks) plus its
+few learned scales as float32 entries: its weights were never trained.
 """
 
 from __future__ import annotations
@@ -98,8 +99,64 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="stored", meta=meta)
 
 
+def is_supermask_run(run_dir) -> bool:
+    """A supermask run records its mask rule in config.json and leaves supermask_trial{t} checkpoints."""
+    run_dir = Path(run_dir)
+    return _config(run_dir).get("rule") is not None and any(run_dir.glob("supermask_trial*.safetensors"))
+
+
+def from_run(run_dir, *, level: int | None = None, experiment: str | None = None, trial: int = 0,
+             trained: bool = False, dtype: str = "float16") -> T.Ticket:
+    """Pack a lottery or a supermask run (told apart by :func:`is_supermask_run`)."""
+    if not is_supermask_run(run_dir):
+        return from_lottery_run(run_dir, level=level, experiment=experiment or "ticket", trial=trial,
+                                trained=trained, dtype=dtype)
+    if level not in (None, 0) or experiment is not None or trained:
+        raise LthError(f"{run_dir} is a supermask run: it has one level, one experiment and untrained weights "
+                       f"(give only --trial)")
+    return from_supermask_run(run_dir, trial=trial)
+
+
+def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
+    """A supermask trial as a ``weights="seed"`` ticket: seed, init scheme and masks regenerate the frozen
+    network, and the learned scales travel as float32 ``scale.<name>`` entries (applied by build)."""
+    from . import supermask as S
+    from .init import weights_sha256
+
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    state = run_dir / "state.json"
+    done = json.loads(state.read_text()).get("trials_done", []) if state.exists() else []
+    ckpt_path = run_dir / f"supermask_trial{trial}.safetensors"
+    if trial not in done or not ckpt_path.exists():
+        raise LthError(f"trial {trial} is not finished in {run_dir} (finished: {sorted(done)})")
+    ckpt = S.load_checkpoint(ckpt_path)
+    arch = _arch(cfg)
+    seed = cfg["seed"] + trial
+    model = init_from_seed(models.build(arch["model"], arch["input_shape"], arch["num_classes"]), seed, cfg["init"])
+    # The frozen weights must still regenerate from the seed (an init change would silently ship others).
+    recorded = _checkpoint_meta(ckpt_path).get("weights_sha256")
+    if recorded is not None and recorded != weights_sha256(model):
+        raise LthError(f"{ckpt_path.name}: the weights of trial {trial} no longer regenerate from seed {seed} "
+                       f"with init {cfg['init']!r} (lth.init changed?)")
+    masks = ckpt["mask"]
+    floats = {f"scale.{n}": v.to(torch.float32).contiguous() for n, v in ckpt["scale"].items()}
+    meta = {"source": str(run_dir), "kind": "supermask", "rule": cfg["rule"], "density": cfg["density"],
+            "trial": trial, "dataset": cfg.get("dataset", "mnist"), "level": 0,
+            "results": _results_for(run_dir, cfg["rule"], trial, 0),
+            "trained_floats": S.trained_floats(model, list(masks)), "config": cfg}
+    return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="seed", meta=meta)
+
+
+def _checkpoint_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata() or {}
+
+
 def build(t: T.Ticket) -> torch.nn.Module:
-    """The network a ticket describes: regenerated weights, stored floats, masks applied."""
+    """The network a ticket describes: regenerated weights, stored floats, learned scales, masks applied."""
     return T.build_model(t)
 
 
@@ -113,7 +170,9 @@ def evaluate(t: T.Ticket, data_dir=None, device: str = "cpu") -> dict[str, float
     from .train import evaluate as run_eval
 
     dataset = t.meta.get("dataset", "mnist")
-    task = load_task(Config(dataset=dataset, data_dir=data_dir), device)
+    # the run's input normalization (the paper preset feeds raw [0, 1] pixels)
+    normalize = t.meta.get("config", {}).get("normalize", Config.normalize)
+    task = load_task(Config(dataset=dataset, data_dir=data_dir, normalize=normalize), device)
     model = build(t)
     ens = Ensemble(model, [{n: p.detach() for n, p in model.named_parameters()}]).to(device)
     metrics = run_eval(ens, task, D.Context())

@@ -45,7 +45,9 @@ A run (:class:`SupermaskRun`) uses the lottery run-directory layout: ``config.js
 ``state.json`` (``trials_done``), ``results.csv`` (experiment = the rule, level 0, remaining = the
 actual mask density at that evaluation, plus the target ``density``), and per trial
 ``supermask_trial{t}.safetensors`` with ``mask.<name>`` (uint8), ``score.<name>`` and ``scale.<name>``.
-A finished trial is skipped when the same command runs again; ``lth report DIR`` works on it.
+A finished trial is skipped when the same command runs again; ``lth report DIR`` works on it, and
+``lth pack DIR --trial T`` packs a trial into a ticket file (seed, masks and the float32 scales) whose
+``lth eval`` prints the metrics of the trial's last results row exactly (:mod:`lth.pack`).
 """
 
 from __future__ import annotations
@@ -123,6 +125,15 @@ def check(cfg) -> None:
 # mask rules: stacked scores [M, ...] -> float masks with a straight-through gradient
 
 
+def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """``hard`` in the forward pass, ``soft``'s gradient in the backward pass. Without autograd (evaluation)
+    exactly ``hard``: ``hard + soft - soft`` can round to 1 +- 2**-23, and then a packed network built
+    from the mask bits would not compute bit-identical logits."""
+    if not (torch.is_grad_enabled() and soft.requires_grad):
+        return hard
+    return hard + soft - soft.detach()
+
+
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Per member, exactly the ``k`` entries of largest ``|score|`` (ties broken by ``torch.topk``), as 0/1 floats;
     backward: gradient straight to the scores through ``|s|`` (edge-popup)."""
@@ -131,8 +142,7 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     hard = torch.zeros_like(flat)
     if k > 0:
         hard.scatter_(1, flat.topk(k, dim=1, sorted=False).indices, 1.0)
-    hard = hard.view_as(a)
-    return hard + a - a.detach()
+    return _straight_through(hard.view_as(a), a)
 
 
 def ste_threshold(temperature: float, tau: float) -> float:
@@ -142,8 +152,7 @@ def ste_threshold(temperature: float, tau: float) -> float:
 
 def ste_mask(scores: torch.Tensor, temperature: float, tau: float) -> torch.Tensor:
     soft = torch.sigmoid(scores / temperature)
-    hard = (soft >= tau).to(scores.dtype)
-    return hard + soft - soft.detach()
+    return _straight_through((soft >= tau).to(scores.dtype), soft)
 
 
 def bernoulli_mask(scores: torch.Tensor, training: bool, generators: list[torch.Generator] | None) -> torch.Tensor:
@@ -152,8 +161,7 @@ def bernoulli_mask(scores: torch.Tensor, training: bool, generators: list[torch.
         return (p > 0.5).to(scores.dtype)  # deterministic: the most likely mask
     # One generator per member, so a member's samples do not depend on which others train beside it.
     u = torch.stack([torch.rand(p.shape[1:], generator=g, device=p.device) for g in generators])
-    hard = (u < p.detach()).to(scores.dtype)
-    return hard + p - p.detach()
+    return _straight_through((u < p.detach()).to(scores.dtype), p)
 
 
 # ---------------------------------------------------------------------------------------------------

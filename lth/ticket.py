@@ -31,9 +31,14 @@ The file length must be exactly ``10 + H + M + F + 32``. The header holds:
 
 In a ``"stored"`` ticket a float entry named like a masked parameter (``fc1.weight``) holds only the
 surviving values, in row-major mask order (``count`` values); one named like an unmasked parameter
-(``fc1.bias``) holds the whole tensor; parameters without an entry keep their regenerated values. Other
-float entries (``scale.fc1``), and every float entry of a ``"seed"`` ticket, are never applied to the
-model: they are kept for the caller (supermask scales).
+(``fc1.bias``) holds the whole tensor; parameters without an entry keep their regenerated values.
+
+In either kind of ticket, a float entry ``scale.<name>`` of a masked parameter (a supermask's learned
+scales) is a 1-D tensor of ``g`` values, ``g`` dividing the parameter's first (output) dimension: the
+masked tensor is split along that dimension into ``g`` equal groups and group ``i`` is multiplied by
+value ``i``, so the network is ``W_eff = scale * W * mask`` (as :class:`lth.supermask.Supermask` computes
+it). Every other float entry (``scale.fc1``, or one named like a parameter in a ``"seed"`` ticket) is
+never applied to the model: it is kept for the caller.
 
 Mask codings (the encoder tries every applicable one per tensor and keeps the smallest; ties go to the
 earlier in this list). A mask is read in row-major order; a "row" is a slice along the first dimension
@@ -770,14 +775,32 @@ def _build_model(t: Ticket) -> torch.nn.Module:
     with torch.no_grad():
         if t.weights == "stored":
             _load_stored(params, t.masks, t.floats)
+        _apply_scales(params, t.masks, t.floats)  # before masking, so that pruned entries stay +0.0
         for name, m in t.masks.items():
             params[name].masked_fill_(~m.to(params[name].device), 0.0)  # +0.0 exactly, even over NaN
     return model
 
 
+def _apply_scales(params: dict, masks: dict, floats: dict) -> None:
+    """``scale.<name>`` entries of masked parameters multiply their output groups (see the module
+    docstring). Kept entries come out as ``W * scale``, the very float32 products Supermask.effective
+    computes (``W * 1.0`` is exact), so a packed supermask matches the trained one bit for bit."""
+    for name in masks:
+        scale = floats.get(f"scale.{name}")
+        if scale is None:
+            continue
+        p = params[name]
+        if scale.dim() != 1 or scale.numel() == 0 or p.shape[0] % scale.numel():
+            raise TicketError(f"float 'scale.{name}' must be 1-D with a length that divides {name}'s "
+                              f"{p.shape[0]} outputs, got shape {list(scale.shape)}")
+        groups = p.view(scale.numel(), -1)
+        groups.mul_(scale.to(device=p.device, dtype=p.dtype)[:, None])
+
+
 def build_model(t: Ticket) -> torch.nn.Module:
     """``models.build`` + ``init_from_seed`` + stored floats (``weights="stored"``) + masks applied, so
-    pruned weights are exactly +0.0. Masks must name parameters of the architecture, with their shapes."""
+    pruned weights are exactly +0.0, and learned scales (``scale.<name>`` entries) multiplied in. Masks
+    must name parameters of the architecture, with their shapes."""
     return _wrap("ticket", _build_model, t)
 
 

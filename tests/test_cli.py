@@ -117,3 +117,52 @@ def test_inspect_default_code_is_the_lth_sources(packed):
     info = json.loads(run_cli("inspect", str(packed / "m.ticket"), "--json").stdout)
     src = sum(p.stat().st_size for p in Path(lth.__file__).parent.rglob("*.py"))
     assert info["code_bytes"] == src and info["budget_bytes"] == 16_000_000
+
+@pytest.fixture(scope="module")
+def sm_packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli_sm")
+    p = run_cli("supermask", "mnist_supermask_ste", "--out", str(tmp / "r"), "--iterations", "12", "--eval-every", "6",
+                "--trials", "2", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    p = run_cli("pack", str(tmp / "r"), "--trial", "1", "-o", str(tmp / "sm.ticket"))
+    assert p.returncode == 0, p.stderr
+    assert "supermask ste" in p.stdout
+    return tmp
+
+
+def test_eval_of_a_supermask_ticket_prints_the_recorded_metrics(sm_packed):
+    import csv
+
+    p = run_cli("eval", str(sm_packed / "sm.ticket"))
+    assert p.returncode == 0, p.stderr
+    got = dict(line.split() for line in p.stdout.splitlines())
+    with open(sm_packed / "r" / "results.csv") as f:
+        want = [r for r in csv.DictReader(f) if r["trial"] == "1" and r["step"] == "12"][0]
+    for k in ("val_loss", "val_acc", "test_loss", "test_acc"):
+        assert float(got[k]) == float(want[k]), k
+
+
+def test_inspect_json_of_a_supermask_ticket_digests_the_scaled_network(sm_packed):
+    import json
+
+    from lth import pack
+    from lth import ticket as T
+    from lth.init import weights_sha256
+
+    p = run_cli("inspect", str(sm_packed / "sm.ticket"), "--json")
+    info = json.loads(p.stdout)
+    assert info["weights"] == "seed" and info["float_bytes"] == 3 * 4  # three float32 scales
+    t = T.load(sm_packed / "sm.ticket")
+    assert info["weights_sha256"] == weights_sha256(pack.build(t)) != T.weights_sha256(
+        T.Ticket(t.arch, t.seed, t.init, t.masks))  # the scales are part of what the digest pins
+
+
+def test_export_of_a_supermask_ticket_writes_dense_and_prune_forms(sm_packed):
+    p = run_cli("export", str(sm_packed / "sm.ticket"), "-o", str(sm_packed / "x"), "--torch-prune")
+    assert p.returncode == 0, p.stderr
+    assert (sm_packed / "x" / "model.safetensors").exists() and (sm_packed / "x" / "model_torch_prune.safetensors").exists()
+
+
+def test_pack_of_a_supermask_run_with_a_level_is_one_line_error(sm_packed):
+    p = run_cli("pack", str(sm_packed / "r"), "--level", "2", "-o", str(sm_packed / "bad.ticket"))
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.strip().count("\n") == 0

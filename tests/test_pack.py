@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 import torch
@@ -104,3 +105,104 @@ def test_torch_prune_export_loads_into_a_pruned_model(run_dir, tmp_path):
     m.load_state_dict(state)
     x = torch.randn(3, 1, 28, 28)
     torch.testing.assert_close(m(x), pack.build(t)(x))
+
+
+# --- supermask runs ------------------------------------------------------------------------------
+
+SM_PRESETS = {"topk": "mnist_supermask", "ste": "mnist_supermask_ste", "bernoulli": "mnist_supermask_bernoulli"}
+
+
+@pytest.fixture(scope="module", params=sorted(SM_PRESETS))
+def sm_run(request, tmp_path_factory):
+    """A tiny supermask run of each rule, two trials trained batched (so trial 1 is not member 0)."""
+    from lth import supermask as S
+    from lth.presets import override, preset
+
+    cfg = override(preset(SM_PRESETS[request.param]), {"epochs": None, "iterations": 12, "eval_every": 6,
+                                                       "trials": 2})
+    out = tmp_path_factory.mktemp(f"sm_{request.param}")
+    S.run(cfg, out, progress=False)
+    return out
+
+
+def last_sm_row(path, trial):
+    with open(path / "results.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["trial"] == str(trial)]
+    return max(rows, key=lambda r: int(r["step"]))
+
+
+def test_supermask_run_packs_into_seed_masks_and_float32_scales(sm_run):
+    from lth import supermask as S
+
+    t = pack.from_run(sm_run, trial=1)
+    assert t.weights == "seed" and t.seed == 1 and t.init == "signed_constant"
+    ck = S.load_checkpoint(sm_run / "supermask_trial1.safetensors")
+    assert set(t.floats) == {f"scale.{n}" for n in ck["mask"]}
+    for n, m in ck["mask"].items():
+        assert torch.equal(t.masks[n], m)
+        assert t.floats[f"scale.{n}"].dtype == torch.float32 and torch.equal(t.floats[f"scale.{n}"], ck["scale"][n])
+    assert t.meta["kind"] == "supermask" and t.meta["rule"] in SM_PRESETS and t.meta["density"] == 0.5
+    assert t.meta["results"]["test_acc"] == float(last_sm_row(sm_run, 1)["test_acc"])
+    assert t.meta["trained_floats"]["trained_floats_shipped"] == 3
+
+
+def test_supermask_ticket_reproduces_recorded_accuracy_exactly(sm_run, tmp_path):
+    T.save(pack.from_run(sm_run, trial=1), tmp_path / "sm.ticket")
+    got = pack.evaluate(T.load(tmp_path / "sm.ticket"))
+    want = last_sm_row(sm_run, 1)
+    for k in ("val_loss", "val_acc", "test_loss", "test_acc"):
+        assert round(got[k], 6) == float(want[k]), k
+
+
+def test_packed_supermask_logits_are_bit_identical_to_the_trained_supermask(sm_run):
+    """The packed network (W regenerated, masks and scales applied) against Supermask.forward with the
+    checkpoint's masks and scales, both members stacked as in training's evaluation."""
+    from lth import supermask as S
+    from lth.ensemble import Ensemble
+    from lth.presets import Config
+
+    cfg = Config(**json.loads((sm_run / "config.json").read_text()))
+    run = S.SupermaskRun(cfg, sm_run, progress=False)
+    sm = run.build([0, 1]).eval()
+    cks = [S.load_checkpoint(run.checkpoint_path(t)) for t in (0, 1)]
+    with torch.no_grad():
+        for n, scale in sm.scale_dict().items():
+            scale.copy_(torch.stack([c["scale"][n] for c in cks]))
+        masks = {n: torch.stack([c["mask"][n] for c in cks]).float() for n in sm.masked}
+        x = run.task.data.test.x[:2000]
+        want = sm(x.expand(2, *x.shape), masks)
+        for t in (0, 1):
+            model = pack.build(pack.from_run(sm_run, trial=t))
+            got = Ensemble(model, [dict(model.named_parameters())])(x[None])[0]
+            assert torch.equal(got, want[t])
+
+
+def test_supermask_export_is_scale_times_weight_times_mask(sm_run, tmp_path):
+    from lth import supermask as S
+    from lth.models.lenet import LeNet
+
+    t = pack.from_run(sm_run, trial=0)
+    pack.export(t, tmp_path / "x", torch_prune=True)
+    dense = lottery.load_tensors(tmp_path / "x" / "model.safetensors")
+    want = dict(S.materialize(LeNet(), 0, t.init, S.load_checkpoint(sm_run / "supermask_trial0.safetensors"))
+                .named_parameters())
+    for n, p in want.items():
+        assert torch.equal(dense[n], p.detach())
+    tp = lottery.load_tensors(tmp_path / "x" / "model_torch_prune.safetensors")
+    assert torch.equal(tp["fc2.weight_mask"].bool(), t.masks["fc2.weight"])
+
+
+def test_lottery_flags_on_a_supermask_run_are_clear_errors(sm_run):
+    with pytest.raises(LthError, match="supermask run"):
+        pack.from_run(sm_run, level=1)
+    with pytest.raises(LthError, match="supermask run"):
+        pack.from_run(sm_run, trained=True)
+    with pytest.raises(LthError, match="trial 5 is not finished"):
+        pack.from_run(sm_run, trial=5)
+
+
+def test_scale_that_does_not_divide_the_outputs_is_a_ticket_error(sm_run):
+    t = pack.from_run(sm_run)
+    t.floats["scale.fc1.weight"] = torch.ones(7)
+    with pytest.raises(T.TicketError, match="scale.fc1.weight"):
+        pack.build(T.decode(T.encode(t)))

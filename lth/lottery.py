@@ -70,17 +70,37 @@ def load_task(cfg: Config, device: str):
     token directory (``lth data encode``; the embedded corpus at the byte level without one)."""
     if cfg.dataset == "text":
         from .data.text import load_tokens
-        from .models.gpt import SIZES
         from .tasks.lm import LanguageModeling
 
-        size = cfg.model.removeprefix("gpt_")
-        seq_len = cfg.seq_len or int(cfg.model_args.get("seq_len", SIZES.get(size, SIZES["cpu"])["seq_len"]))
-        return LanguageModeling(load_tokens(cfg.data_dir), seq_len, eval_tokens=cfg.eval_tokens).to(device)
+        return LanguageModeling(load_tokens(cfg.data_dir), lm_seq_len(cfg), eval_tokens=cfg.eval_tokens).to(device)
     from .data import load_mnist
     from .tasks.classify import ImageClassification
 
     data = load_mnist(cfg.data_dir, name=cfg.dataset, normalize=cfg.normalize)
     return ImageClassification(data).to(device)
+
+
+def lm_seq_len(cfg: Config) -> int:
+    from .models.gpt import SIZES
+
+    size = SIZES.get(cfg.model.removeprefix("gpt_"), SIZES["cpu"])
+    return int(cfg.seq_len or cfg.model_args.get("seq_len", size["seq_len"]))
+
+
+def task_shape(cfg: Config) -> tuple[tuple[int, ...], int]:
+    """(example shape, classes) of the config's task without loading its data: MNIST-format images
+    are 1x28x28 with 10 classes; a language model's examples are ``seq_len`` tokens of its vocabulary."""
+    if cfg.dataset != "text":
+        return (1, 28, 28), 10
+    import json
+    from pathlib import Path
+
+    if cfg.data_dir is None:
+        return (lm_seq_len(cfg),), 256
+    meta = Path(cfg.data_dir) / "meta.json"
+    if not meta.exists():
+        raise ConfigError(f"{cfg.data_dir} is not a token directory (no meta.json; see `lth data encode`)")
+    return (lm_seq_len(cfg),), int(json.loads(meta.read_text())["vocab_size"])
 
 
 def build_template(cfg: Config, task) -> torch.nn.Module:

@@ -28,14 +28,25 @@ def _config(run_dir: Path) -> dict:
     return json.loads(p.read_text())
 
 
-def _arch(cfg: dict) -> dict:
-    from .data import load_mnist
+def _run_config(cfg: dict):
+    """The recorded config as a :class:`lth.presets.Config` (fields it does not know are dropped)."""
+    import dataclasses
 
-    shape, classes = (1, 28, 28), 10
-    if cfg.get("dataset") not in (None, "mnist", "fashion-mnist"):
+    from .presets import Config
+
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in cfg.items() if k in names})
+
+
+def _arch(cfg: dict) -> dict:
+    """The architecture of a run: its model, constructor overrides and its task's shapes."""
+    from .lottery import task_shape
+
+    if cfg.get("dataset") not in (None, "mnist", "fashion-mnist", "text"):
         raise LthError(f"unknown dataset {cfg.get('dataset')!r} in config.json")
-    del load_mnist  # MNIST-format data: 1x28x28, 10 classes
-    return T.make_arch(cfg["model"], shape, classes)
+    shape, classes = task_shape(_run_config(cfg))
+    kwargs = {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "seq_len"}
+    return T.make_arch(cfg["model"], shape, classes, **kwargs)
 
 
 def _member_seed(cfg: dict, experiment: str, trial: int, level: int) -> int:
@@ -81,7 +92,7 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     final = {k[6:]: v for k, v in flat.items() if k.startswith("final.")}
     arch = _arch(cfg)
     seed = _member_seed(cfg, experiment, trial, level)
-    model = models.build(arch["model"], arch["input_shape"], arch["num_classes"])
+    model = models.build(arch["model"], arch["input_shape"], arch["num_classes"], **arch["kwargs"])
     regenerated = dict(init_from_seed(model, seed, cfg["init"]).named_parameters())
     from_seed = all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items())
     weights = final if trained else reset
@@ -133,7 +144,7 @@ def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
     ckpt = S.load_checkpoint(ckpt_path)
     arch = _arch(cfg)
     seed = cfg["seed"] + trial
-    model = init_from_seed(models.build(arch["model"], arch["input_shape"], arch["num_classes"]), seed, cfg["init"])
+    model = init_from_seed(models.build(arch["model"], arch["input_shape"], arch["num_classes"], **arch["kwargs"]), seed, cfg["init"])
     # The frozen weights must still regenerate from the seed (an init change would silently ship others).
     recorded = _checkpoint_meta(ckpt_path).get("weights_sha256")
     if recorded is not None and recorded != weights_sha256(model):
@@ -141,6 +152,8 @@ def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
                        f"with init {cfg['init']!r} (lth.init changed?)")
     masks = ckpt["mask"]
     floats = {f"scale.{n}": v.to(torch.float32).contiguous() for n, v in ckpt["scale"].items()}
+    # the model's own learned scales (a GPT's per-head and per-branch scales) replace their init
+    floats.update({f"param.{n}": v.to(torch.float32).contiguous() for n, v in ckpt.get("param", {}).items()})
     meta = {"source": str(run_dir), "kind": "supermask", "rule": cfg["rule"], "density": cfg["density"],
             "trial": trial, "dataset": cfg.get("dataset", "mnist"), "level": 0,
             "results": _results_for(run_dir, cfg["rule"], trial, 0),
@@ -166,13 +179,16 @@ def evaluate(t: T.Ticket, data_dir=None, device: str = "cpu") -> dict[str, float
     from . import dist as D
     from .ensemble import Ensemble
     from .lottery import load_task
-    from .presets import Config
     from .train import evaluate as run_eval
 
-    dataset = t.meta.get("dataset", "mnist")
-    # the run's input normalization (the paper preset feeds raw [0, 1] pixels)
-    normalize = t.meta.get("config", {}).get("normalize", Config.normalize)
-    task = load_task(Config(dataset=dataset, data_dir=data_dir, normalize=normalize), device)
+    import dataclasses
+
+    # the run's own task settings (input normalization; an LM's tokens, context and evaluated prefix)
+    cfg = _run_config(t.meta.get("config") or {"dataset": t.meta.get("dataset", "mnist")})
+    cfg = dataclasses.replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir)
+    if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
+        raise LthError(f"data directory {cfg.data_dir} (recorded in the ticket) does not exist; give --data-dir")
+    task = load_task(cfg, device)
     model = build(t)
     ens = Ensemble(model, [{n: p.detach() for n, p in model.named_parameters()}]).to(device)
     metrics = run_eval(ens, task, D.Context())

@@ -633,10 +633,11 @@ def run(cfg, out, *, progress: bool = True):
 
 
 def load_checkpoint(path) -> dict[str, dict[str, torch.Tensor]]:
-    """``{"mask": {name: bool}, "score": {...}, "scale": {...}}`` from a ``supermask_trial{t}`` file."""
+    """``{"mask": {name: bool}, "score": {...}, "scale": {...}, "param": {...}}`` from a
+    ``supermask_trial{t}`` file (``param``: the model's own learned scales, see ``supermask_trainable``)."""
     from .io import load_tensors
 
-    out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "score": {}, "scale": {}}
+    out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "score": {}, "scale": {}, "param": {}}
     for k, v in load_tensors(path).items():
         kind, _, name = k.partition(".")
         out[kind][name] = v.bool() if kind == "mask" else v
@@ -655,4 +656,6 @@ def materialize(template: nn.Module, seed: int, init: str, ckpt: dict) -> nn.Mod
                 scale = ckpt["scale"][n]
                 w = (p * ckpt["mask"][n]).reshape(scale.numel(), -1) * scale[:, None]
                 p.copy_(w.reshape(p.shape))
+            elif n in ckpt.get("param", {}):
+                p.copy_(ckpt["param"][n])
     return model

@@ -37,7 +37,8 @@ In either kind of ticket, a float entry ``scale.<name>`` of a masked parameter (
 scales) is a 1-D tensor of ``g`` values, ``g`` dividing the parameter's first (output) dimension: the
 masked tensor is split along that dimension into ``g`` equal groups and group ``i`` is multiplied by
 value ``i``, so the network is ``W_eff = scale * W * mask`` (as :class:`lth.supermask.Supermask` computes
-it). Every other float entry (``scale.fc1``, or one named like a parameter in a ``"seed"`` ticket) is
+it). A float entry ``param.<name>`` of an unmasked parameter (a model's own learned scales, e.g. a
+GPT's per-head ``head_scale``) replaces that whole tensor, in either kind. Every other float entry (``scale.fc1``, or one named like a parameter in a ``"seed"`` ticket) is
 never applied to the model: it is kept for the caller.
 
 Mask codings (the encoder tries every applicable one per tensor and keeps the smallest; ties go to the
@@ -775,10 +776,24 @@ def _build_model(t: Ticket) -> torch.nn.Module:
     with torch.no_grad():
         if t.weights == "stored":
             _load_stored(params, t.masks, t.floats)
+        _apply_params(params, t.masks, t.floats)
         _apply_scales(params, t.masks, t.floats)  # before masking, so that pruned entries stay +0.0
         for name, m in t.masks.items():
             params[name].masked_fill_(~m.to(params[name].device), 0.0)  # +0.0 exactly, even over NaN
     return model
+
+
+def _apply_params(params: dict, masks: dict, floats: dict) -> None:
+    """``param.<name>`` entries replace whole unmasked parameters (see the module docstring)."""
+    for key, v in floats.items():
+        if not key.startswith("param."):
+            continue
+        name = key[len("param."):]
+        if name not in params or name in masks:
+            raise TicketError(f"float {key!r} names no unmasked parameter of the architecture")
+        if tuple(v.shape) != tuple(params[name].shape):
+            raise TicketError(f"float {key!r} has shape {list(v.shape)}, the parameter {list(params[name].shape)}")
+        params[name].copy_(v.to(params[name].dtype))
 
 
 def _apply_scales(params: dict, masks: dict, floats: dict) -> None:

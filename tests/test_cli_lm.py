@@ -62,3 +62,57 @@ def test_lm_supermask_trains_only_masks_and_scales(tmp_path, capsys):
     assert "and 104 scales" in text
     with open(out / "results.csv") as f:
         assert all(float(r["val_bpb"]) > 0 for r in csv.DictReader(f))
+
+
+def _last_row(out, level=0):
+    with open(out / "results.csv") as f:
+        return max((r for r in csv.DictReader(f) if int(r["level"]) == level), key=lambda r: int(r["step"]))
+
+
+def _eval(ticket, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(ticket)]) == 0
+    return dict(line.split() for line in capsys.readouterr().out.splitlines())
+
+
+SM_TINY = ["--model-args", "n_layer=1,d_model=32,n_head=2,n_kv_head=1,scales=true", *TINY[2:]]
+
+
+def test_lm_supermask_ticket_reproduces_recorded_bpb_exactly(tmp_path, capsys):
+    out = tmp_path / "sm"
+    main(["supermask", "lm_cpu_supermask", "--out", str(out), "--iterations", "4", "--eval-every", "2",
+          "--max-minutes", "none", *SM_TINY])
+    assert main(["pack", str(out), "-o", str(tmp_path / "sm.ticket")]) == 0
+    got, want = _eval(tmp_path / "sm.ticket", capsys), _last_row(out)
+    assert got["val_bpb"] == want["val_bpb"] and got["val_loss"] == want["val_loss"]
+
+
+def test_lm_trained_ticket_reproduces_recorded_bpb_exactly(tmp_path, capsys):
+    out = tmp_path / "imp"
+    main(["lottery", "lm_cpu", "--out", str(out), "--iterations", "4", "--eval-every", "2", "--levels", "1",
+          "--rewind-step", "1", "--max-minutes", "none", *TINY])
+    assert main(["pack", str(out), "-o", str(tmp_path / "t.ticket"), "--trained", "--dtype", "float32"]) == 0
+    got, want = _eval(tmp_path / "t.ticket", capsys), _last_row(out, level=1)
+    assert got["val_bpb"] == want["val_bpb"]
+
+
+def test_generate_continues_the_prompt_from_a_ticket(tmp_path, capsys):
+    out = tmp_path / "sm"
+    main(["supermask", "lm_cpu_supermask", "--out", str(out), "--iterations", "2", "--eval-every", "2",
+          "--max-minutes", "none", *SM_TINY])
+    main(["pack", str(out), "-o", str(tmp_path / "sm.ticket")])
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "sm.ticket"), "--prompt", "In the beginning", "--tokens", "20"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("In the beginning") and len(text) > len("In the beginning")
+
+
+def test_generate_refuses_an_image_ticket(tmp_path, capsys):
+    from lth import lottery
+    from lth.presets import Config
+
+    lottery.run(Config(iterations=2, eval_every=2, levels=0), tmp_path / "r", progress=False)
+    main(["pack", str(tmp_path / "r"), "-o", str(tmp_path / "l.ticket")])
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "l.ticket"), "--prompt", "x"]) == 2
+    assert "not a language model" in capsys.readouterr().err

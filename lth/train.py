@@ -273,7 +273,8 @@ def train(
                 snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured})
         clock.start()
         elapsed = clock.elapsed() if (spec.max_minutes or ctx.active and spec.warmdown) else 0.0
-        if spec.max_minutes and elapsed >= 60.0 * spec.max_minutes:
+        # the budget never stops a run before its capture steps (the rewind point must exist)
+        if spec.max_minutes and elapsed >= 60.0 * spec.max_minutes and step > max(capture, default=-1):
             clock.stop()
             break
         f = lr_factor(spec, step, elapsed)

@@ -99,3 +99,10 @@ def test_language_model_imp_keeps_the_embedding_dense_unless_asked(tmp_path):
     names = {k[5:] for k in flat if k.startswith("mask.")}
     assert "embed.weight" not in names and "blocks.0.mlp.fc.weight" in names
     assert all(flat[f"mask.{n}"].float().mean() < 0.5 for n in names)
+
+
+def test_time_budget_never_stops_before_the_rewind_capture(task):
+    ens = lenet_ensemble((0,))
+    captured = train(ens, {}, task, TrainSpec(iterations=10**6, batch_size=32, lr=1e-3, max_minutes=1e-6,
+                                              eval_every=10**7), [0], capture=(5,))
+    assert 5 in captured

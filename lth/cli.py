@@ -154,6 +154,10 @@ def format_inspect(info: dict) -> str:
     for m in info["masks"]:
         lines.append(f"{m['name']:<24}{'x'.join(map(str, m['shape'])):<16}{100 * m['density']:>8.2f}%"
                      f"{m['coding']:>12}{m['bytes']:>10,}{m['bound_bytes']:>11,.1f}")
+    if info.get("floats"):  # supermask scales or stored weights
+        lines += ["", f"{'float entry':<24}{'shape':<16}{'dtype':>9}{'bytes':>22}"]
+        lines += [f"{f['name']:<24}{'x'.join(map(str, f['shape'])):<16}{f['dtype']:>9}{f['bytes']:>22,}"
+                  for f in info["floats"]]
     return "\n".join(lines)
 
 

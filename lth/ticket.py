@@ -859,6 +859,8 @@ def inspect(data: bytes, *, source: str = "ticket") -> dict:
         "bits_per_prunable_weight": 8 * len(data) / prunable if prunable else 0.0,
         "mask_bits_per_prunable_weight": 8 * mask_bytes / prunable if prunable else 0.0,
         "masks": tensors,
+        "floats": [{"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "bytes": e["nbytes"]}
+                   for e in header["floats"]],
         "weights": ticket.weights,
         "weights_sha256": digest,
         "build_error": build_error,

@@ -152,6 +152,9 @@ def test_inspect_json_of_a_supermask_ticket_digests_the_scaled_network(sm_packed
     p = run_cli("inspect", str(sm_packed / "sm.ticket"), "--json")
     info = json.loads(p.stdout)
     assert info["weights"] == "seed" and info["float_bytes"] == 3 * 4  # three float32 scales
+    assert [(f["name"], f["shape"], f["dtype"]) for f in info["floats"]] == [
+        (f"scale.fc{i}.weight", [1], "float32") for i in (1, 2, 3)]
+    assert "scale.fc1.weight" in run_cli("inspect", str(sm_packed / "sm.ticket")).stdout
     t = T.load(sm_packed / "sm.ticket")
     assert info["weights_sha256"] == weights_sha256(pack.build(t)) != T.weights_sha256(
         T.Ticket(t.arch, t.seed, t.init, t.masks))  # the scales are part of what the digest pins

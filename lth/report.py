@@ -77,8 +77,9 @@ def _check_row(path: Path, line: int, row: dict) -> None:
     for column in REQUIRED:
         if row.get(column) is None:
             raise LthError(f"{path} line {line}: empty value in column '{column}'")
-    if not 0.0 < row["remaining"] <= 1.0:
-        raise LthError(f"{path} line {line}: remaining={row['remaining']} is not in (0, 1]")
+    # 0 is legitimate (a supermask evaluation whose mask came out empty); log-x plots leave it out
+    if not 0.0 <= row["remaining"] <= 1.0:
+        raise LthError(f"{path} line {line}: remaining={row['remaining']} is not in [0, 1]")
 
 
 def read_results(path) -> list[dict]:
@@ -356,6 +357,7 @@ def _series_figure(summary, key: str, scale: float, ylabel: str, title: str | No
 
 
 def build_figures(summary, *, title: str | None = None) -> dict[str, object]:
+    summary = [e for e in summary if e["remaining"] > 0]  # a log axis has no place for 0
     """The report's figures (matplotlib ``Figure`` objects), keyed by file name."""
     if not summary:
         raise LthError("no results yet")

@@ -225,7 +225,8 @@ def train(
     ctx = ctx or D.Context()
     params = ens.params()
     # Float copies of the masks: multiplying by a bool tensor would convert it on every step.
-    fmasks = {n: m.to(params[n].dtype) for n, m in masks.items()}
+    # Masks that keep everything (a dense level) are skipped: multiplying by 1 changes nothing.
+    fmasks = {n: m.to(params[n].dtype) for n, m in masks.items() if not bool(m.all())}
     for n, m in fmasks.items():
         params[n].data.mul_(m)
     opt = make_optimizer(list(ens.stacked), spec, names=ens.names,

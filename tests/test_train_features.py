@@ -106,3 +106,17 @@ def test_time_budget_never_stops_before_the_rewind_capture(task):
     captured = train(ens, {}, task, TrainSpec(iterations=10**6, batch_size=32, lr=1e-3, max_minutes=1e-6,
                                               eval_every=10**7), [0], capture=(5,))
     assert 5 in captured
+
+
+def test_lm_golf_preset_builds_the_baseline_shape_and_takes_a_step(tmp_path):
+    from lth.models.gpt import num_params
+
+    cfg = dataclasses.replace(preset("lm_golf"), iterations=1, eval_every=1, batch_size=1, eval_tokens=1024,
+                              max_minutes=None, rewind_step=0, warmup=0, levels=0, seq_len=128)
+    lot = lottery.Lottery(cfg, tmp_path, progress=False)
+    g = lot.template.cfg
+    assert (g.n_layer, g.d_model, g.n_head, g.n_kv_head, g.mlp_mult) == (9, 512, 8, 4, 2)
+    assert num_params(g) == 9 * (512 * 512 * 2 + 2 * 512 * 256 + 2 * 512 * 1024) + 256 * 512  # bytes: V = 256
+    lot.run_levels(0)
+    with open(tmp_path / "results.csv") as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["0", "1"]

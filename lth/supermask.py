@@ -473,7 +473,10 @@ def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
 
     clock = Clock(Context(), dev)
 
+    reported: list[int] = []
+
     def report(step):
+        reported.append(step)
         if on_eval is not None:
             metrics = evaluate(sm, task)
             metrics["remaining"] = remaining(sm)
@@ -510,7 +513,8 @@ def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
         if progress is not None:
             progress.update(1)
         step += 1
-    report(step)
+    if reported[-1:] != [step]:  # a budget that ran out right after an evaluation: no second row
+        report(step)
 
 
 def remaining(sm: Supermask) -> list[float]:

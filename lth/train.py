@@ -142,6 +142,28 @@ def evaluate(ens, task, ctx: D.Context | None = None, splits=None) -> dict[str, 
     return out
 
 
+class CompiledOrEager:
+    """``torch.compile(model)``, falling back to the eager model (with a warning) if compiling fails on
+    the first call: a model that dynamo cannot trace still trains, only slower."""
+
+    def __init__(self, model):
+        self.eager, self.compiled = model, torch.compile(model)
+        self.no_sync = getattr(model, "no_sync", None)
+        if self.no_sync is None:
+            del self.no_sync
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly instead
+                import warnings
+
+                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
+                self.compiled = None
+        return self.eager(*args)
+
+
 def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer ``state_dict`` as (tensors for safetensors, JSON-able rest): no pickle needed."""
     tensors, state = {}, {}
@@ -242,7 +264,7 @@ def train(
 
         model = DDP(ens, device_ids=None if dev.type == "cpu" else [ctx.local_rank])
     if spec.compile or (spec.compile is None and dev.type == "cuda"):
-        model = torch.compile(model)
+        model = CompiledOrEager(model)
     batches = Batches(seeds, task.train_size, spec.batch_size)
     if spec.batch_size % (spec.grad_accum * ctx.world):
         raise ConfigError(f"batch_size {spec.batch_size} is not divisible by grad_accum x processes "
@@ -257,7 +279,10 @@ def train(
     for g, lr in zip(opt.param_groups, base_lrs):
         g["initial_lr"] = lr  # the schedule's base, kept in the optimizer's state for a resume
 
+    reported: list[int] = []
+
     def report(step):
+        reported.append(step)
         if on_eval is not None:
             metrics = evaluate(ens, task, ctx)
             # training seconds so far (evaluation excluded): throughput, and bpb against wall-clock
@@ -309,5 +334,6 @@ def train(
             progress.update(1)
     if step in capture or spec.iterations in capture:
         captured[step] = [ens.member_state(i) for i in range(ens.members)]
-    report(step)
+    if reported[-1:] != [step]:  # a budget that ran out right after an evaluation: no second row
+        report(step)
     return captured

@@ -120,3 +120,25 @@ def test_lm_golf_preset_builds_the_baseline_shape_and_takes_a_step(tmp_path):
     lot.run_levels(0)
     with open(tmp_path / "results.csv") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["0", "1"]
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    from lth import train as T
+
+    def broken(model):
+        def call(*a):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    m = T.CompiledOrEager(torch.nn.Linear(3, 2))
+    with pytest.warns(UserWarning, match="training eagerly"):
+        y = m(torch.ones(1, 3))
+    assert y.shape == (1, 2) and m.compiled is None
+
+
+def test_compile_true_trains_on_cpu_too(task):
+    ens = lenet_ensemble((0,))
+    before = {n: p.clone() for n, p in ens.params().items()}
+    train(ens, {}, task, TrainSpec(iterations=2, batch_size=32, lr=1e-3, compile=True, eval_every=10**6), [0])
+    assert any(not torch.equal(before[n], p) for n, p in ens.params().items())

@@ -94,6 +94,9 @@ _LM = dict(
 _LM_CPU = dict(model="gpt_cpu", batch_size=16, iterations=100000, max_minutes=10.0, eval_every=250,
                eval_tokens=65536)
 
+# The LeNet supermask presets: signed-constant weights, 50% density, batch 128, 8 epochs.
+_MNIST_SUPERMASK = dict(init="signed_constant", density=0.5, batch_size=128, epochs=8, eval_every=430)
+
 PRESETS: dict[str, dict] = {
     "mnist_lenet_300_100": dict(
         description="Frankle & Carbin 2019 LeNet-300-100 on MNIST: Adam 1.2e-3, batch 60, 50K iterations, "
@@ -115,41 +118,29 @@ PRESETS: dict[str, dict] = {
     "mnist_supermask": dict(
         description="Supermask on LeNet-300-100, weights never trained: edge-popup top-50% per layer over "
         "signed-constant weights, SGD 0.2 cosine, 8 epochs",
-        init="signed_constant",
+        **_MNIST_SUPERMASK,
         rule="topk",
-        density=0.5,
         optimizer="sgd",
         lr=0.2,
         momentum=0.9,
         weight_decay=5e-4,
-        batch_size=128,
-        epochs=8,
-        eval_every=430,
     ),
     "mnist_supermask_ste": dict(
         description="Supermask on LeNet-300-100, rule ste: sigmoid(score/T) >= 0.3 with T annealed 1 -> 0.05, "
         "50% target density, Adam 0.03 cosine, 8 epochs",
-        init="signed_constant",
+        **_MNIST_SUPERMASK,
         rule="ste",
-        density=0.5,
         density_penalty=0.1,
         optimizer="adam",
         lr=0.03,
-        batch_size=128,
-        epochs=8,
-        eval_every=430,
     ),
     "mnist_supermask_bernoulli": dict(
         description="Supermask on LeNet-300-100, rule bernoulli (Zhou et al. 2019): sampled masks, "
         "deterministic at evaluation, Adam 0.1 cosine, 8 epochs",
-        init="signed_constant",
+        **_MNIST_SUPERMASK,
         rule="bernoulli",
-        density=0.5,
         optimizer="adam",
         lr=0.1,
-        batch_size=128,
-        epochs=8,
-        eval_every=430,
     ),
     # Language models: dataset "text" reads an `lth data encode` directory (--data-dir), or without one
     # the embedded World English Bible at the byte level (last 10% of its lines = validation).

@@ -148,9 +148,8 @@ class CompiledOrEager:
 
     def __init__(self, model):
         self.eager, self.compiled = model, torch.compile(model)
-        self.no_sync = getattr(model, "no_sync", None)
-        if self.no_sync is None:
-            del self.no_sync
+        if hasattr(model, "no_sync"):  # DDP's, for gradient accumulation
+            self.no_sync = model.no_sync
 
     def __call__(self, *args):
         if self.compiled is not None:
@@ -298,7 +297,7 @@ def train(
             if snapshot is not None and step > start:
                 snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured})
         clock.start()
-        elapsed = clock.elapsed() if (spec.max_minutes or ctx.active and spec.warmdown) else 0.0
+        elapsed = clock.elapsed() if spec.max_minutes else 0.0  # only a budget needs the clock (and its all-reduce)
         # the budget never stops a run before its capture steps (the rewind point must exist)
         if spec.max_minutes and elapsed >= 60.0 * spec.max_minutes and step > max(capture, default=-1):
             clock.stop()
@@ -332,7 +331,7 @@ def train(
         step += 1
         if progress is not None:
             progress.update(1)
-    if step in capture or spec.iterations in capture:
+    if step in capture:  # the loop captures at its top, so only the final step can be left (a budget stops later)
         captured[step] = [ens.member_state(i) for i in range(ens.members)]
     if reported[-1:] != [step]:  # a budget that ran out right after an evaluation: no second row
         report(step)

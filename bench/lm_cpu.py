@@ -3,7 +3,8 @@
     python bench/lm_cpu.py [--minutes 10] [--out bench/runs/lm_cpu] [--docs docs/lm_cpu]
 
 Runs (or resumes), each with a wall-clock budget of ``--minutes`` of training per run, on the embedded
-World English Bible at the byte level (validation = its last 10% of lines, ``eval_tokens`` of it):
+World English Bible in the preset's 1024-token BPE (validation = its last 10% of lines, ``eval_tokens``
+of it):
 
 1. ``lth lottery lm_cpu``: the dense model (level 0), then IMP with rewinding to step 100 at 55% per
    level, so level 2 is a ticket at 20.25% of the prunable matrices (embedding kept dense);
@@ -14,7 +15,7 @@ World English Bible at the byte level (validation = its last 10% of lines, ``eva
 and reports, for each, the best and final val_bpb (best = the lowest over the periodic validations;
 final = at the end of the budget), next to xz -9e's conditional rate on the same validation text (bits
 to add it to an xz stream of the training text). Training validates on the first ``eval_tokens``
-(65,536) tokens of the split, so those columns sit beside xz on that prefix; "full val bpb" evaluates
+(65,536) tokens of the split, so those columns sit beside xz on the text those tokens cover; "full val bpb" evaluates
 each final model on the whole split, beside xz on the whole split. Also: tokens per second of the dense run and its
 fraction of the float32 matmul peak measured in this process (6N + 12 L d T FLOPs per token).
 Writes a table and JSON into ``--docs`` and bench/results/lm_cpu.json.
@@ -31,7 +32,7 @@ import torch
 from common import ROOT, matmul_peak_gflops, record, table
 
 from lth import lottery, supermask
-from lth.data.text import load_text, split_text
+from lth.data.text import embedded_tokenizer, load_text, split_text
 from lth.models.gpt import GPTConfig, flops_per_token
 from lth.presets import preset
 from lth.xz_rate import conditional_bpb
@@ -79,15 +80,25 @@ def gpt_cfg(cfg) -> GPTConfig:
     return GPTConfig(**fields)
 
 
+def small_shape(vocab: int, target_bytes: int, n_layer: int = 2, bytes_per_param: float = 0.96) -> dict:
+    """The widest 2-layer gpt (d a multiple of 8, 4 heads / 2 KV heads) whose int8 + zlib artifact should
+    not exceed ``target_bytes``: V d + 7 d^2 per layer parameters (attention 3 d^2 with GQA 4/2, MLP 4 d^2),
+    at about 0.96 bytes each after zlib (measured: 262,144 parameters -> 251,116 bytes)."""
+    d = 8
+    while vocab * (d + 8) + n_layer * 7 * (d + 8) ** 2 <= target_bytes / bytes_per_param:
+        d += 8
+    return {"n_layer": n_layer, "d_model": d, "n_head": 4, "n_kv_head": 2}
+
+
 def equal_bytes_dense(minutes: float, target_bytes: int, out: Path) -> dict:
     """Train a small dense GPT whose int8+zlib artifact is near ``target_bytes``; evaluate it dequantized."""
     from lth import pack
     from lth.quant import int8_zlib
     from lth.train import evaluate
 
-    # d_model 128, 2 layers: 7 d^2 per layer + V d = 262,144 parameters, ~1 byte each as int8
-    cfg = dataclasses.replace(preset("lm_cpu"), max_minutes=minutes, levels=0,
-                              model_args={"n_layer": 2, "d_model": 128, "n_head": 4, "n_kv_head": 2})
+    base = preset("lm_cpu")
+    shape = small_shape(lottery.task_shape(base)[1], target_bytes)
+    cfg = dataclasses.replace(base, max_minutes=minutes, levels=0, model_args=shape)
     run = lottery.run(cfg, out, dense_only=True)
     flat = {k[6:]: v for k, v in pack.load_tensors(run.path / "level_00" / "ticket_trial0.safetensors").items()
             if k.startswith("final.")}
@@ -117,11 +128,15 @@ def main():
     peak = matmul_peak_gflops()
     train_text, val_text = split_text(load_text(None))
     xz = conditional_bpb(train_text, val_text)
-    # training validates on the first eval_tokens tokens (= bytes here): xz on that prefix too
-    n_eval = preset("lm_cpu").eval_tokens
-    xz_prefix = conditional_bpb(train_text, val_text.encode()[: n_eval + 1].decode("utf-8", "ignore"))
+    # training validates on the first eval_tokens tokens: xz on the text those windows cover too
+    base = preset("lm_cpu")
+    task = lottery.load_task(base, "cpu")
+    n_eval = task.eval_windows * task.seq_len
+    prefix = embedded_tokenizer(base.tokenizer).decode(task.data.val[: n_eval + 1].numpy())
+    assert val_text.startswith(prefix)
+    xz_prefix = conditional_bpb(train_text, prefix)
     print(f"xz -9e conditional rate: {xz['bpb']:.4f} bpb (whole validation split), {xz_prefix['bpb']:.4f} "
-          f"(its first {n_eval:,} bytes); float32 matmul peak {peak:.1f} GFLOP/s")
+          f"(its first {n_eval:,} tokens = {len(prefix.encode()):,} bytes); float32 matmul peak {peak:.1f} GFLOP/s")
 
     t0 = time.time()
     cfg = dataclasses.replace(preset("lm_cpu"), max_minutes=args.minutes)

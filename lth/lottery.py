@@ -67,12 +67,12 @@ def init_state(template: torch.nn.Module, seed: int, scheme: str) -> dict[str, t
 
 def load_task(cfg: Config, device: str):
     """The task a config names: image classification (MNIST-format data) or language modeling on a
-    token directory (``lth data encode``; the embedded corpus at the byte level without one)."""
+    token directory (``lth data encode``; without one, the embedded corpus in ``cfg.tokenizer``)."""
     if cfg.dataset == "text":
         from .data.text import load_tokens
         from .tasks.lm import LanguageModeling
 
-        return LanguageModeling(load_tokens(cfg.data_dir), lm_seq_len(cfg), eval_tokens=cfg.eval_tokens).to(device)
+        return LanguageModeling(load_tokens(cfg.data_dir, tokenizer=cfg.tokenizer), lm_seq_len(cfg), eval_tokens=cfg.eval_tokens).to(device)
     from .data import load_mnist
     from .tasks.classify import ImageClassification
 
@@ -96,7 +96,9 @@ def task_shape(cfg: Config) -> tuple[tuple[int, ...], int]:
     from pathlib import Path
 
     if cfg.data_dir is None:
-        return (lm_seq_len(cfg),), 256
+        from .data.text import parse_tokenizer
+
+        return (lm_seq_len(cfg),), parse_tokenizer(cfg.tokenizer) or 256
     meta = Path(cfg.data_dir) / "meta.json"
     if not meta.exists():
         raise ConfigError(f"{cfg.data_dir} is not a token directory (no meta.json; see `lth data encode`)")

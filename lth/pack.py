@@ -38,6 +38,15 @@ def _run_config(cfg: dict):
     return Config(**{k: v for k, v in cfg.items() if k in names})
 
 
+def _tokenizer_meta(cfg: dict) -> dict:
+    """An embedded-corpus bpe<N> run's tokenizer is rebuilt, not shipped: record its hash to check."""
+    if cfg.get("dataset") != "text" or cfg.get("data_dir") is not None or cfg.get("tokenizer") in (None, "bytes"):
+        return {}
+    from .data.text import embedded_tokenizer
+
+    return {"tokenizer_sha256": embedded_tokenizer(cfg["tokenizer"]).sha256}
+
+
 def _arch(cfg: dict) -> dict:
     """The architecture of a run: its model, constructor overrides and its task's shapes."""
     from .lottery import task_shape
@@ -98,7 +107,7 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     weights = final if trained else reset
     meta = {"source": str(run_dir), "level": level, "experiment": experiment, "trial": trial,
             "dataset": cfg.get("dataset", "mnist"), "kind": "lottery", "trained": trained,
-            "rewind_step": cfg.get("rewind_step", 0), "config": cfg}
+            "rewind_step": cfg.get("rewind_step", 0), "config": cfg, **_tokenizer_meta(cfg)}
     if not trained:
         meta["results"] = _results_for(run_dir, experiment, trial, level)
     if not trained and from_seed:
@@ -157,7 +166,7 @@ def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
     meta = {"source": str(run_dir), "kind": "supermask", "rule": cfg["rule"], "density": cfg["density"],
             "trial": trial, "dataset": cfg.get("dataset", "mnist"), "level": 0,
             "results": _results_for(run_dir, cfg["rule"], trial, 0),
-            "trained_floats": S.trained_floats(model, list(masks)), "config": cfg}
+            "trained_floats": S.trained_floats(model, list(masks)), "config": cfg, **_tokenizer_meta(cfg)}
     return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="seed", meta=meta)
 
 
@@ -185,10 +194,15 @@ def evaluate(t: T.Ticket, data_dir=None, device: str = "cpu") -> dict[str, float
 
     # the run's own task settings (input normalization; an LM's tokens, context and evaluated prefix)
     cfg = _run_config(t.meta.get("config") or {"dataset": t.meta.get("dataset", "mnist")})
-    cfg = dataclasses.replace(cfg, data_dir=data_dir if data_dir is not None else cfg.data_dir)
+    if data_dir is not None:  # a token directory brings its own tokenizer
+        cfg = dataclasses.replace(cfg, data_dir=data_dir, tokenizer=None)
     if cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
         raise LthError(f"data directory {cfg.data_dir} (recorded in the ticket) does not exist; give --data-dir")
     task = load_task(cfg, device)
+    packed, rebuilt = t.meta.get("tokenizer_sha256"), getattr(getattr(task, "data", None), "tokenizer_sha256", None)
+    if data_dir is None and packed is not None and rebuilt != packed:
+        raise LthError(f"the {cfg.tokenizer} tokenizer rebuilt here (sha256 {str(rebuilt)[:12]}) is not the one the "
+                       f"ticket was trained with ({packed[:12]}): another sentencepiece version?")
     model = build(t)
     ens = Ensemble(model, [{n: p.detach() for n, p in model.named_parameters()}]).to(device)
     metrics = run_eval(ens, task, D.Context())

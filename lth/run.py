@@ -67,6 +67,12 @@ def environment(device: str = "cpu") -> dict:
         "device": device,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }
+    try:  # an embedded bpe<N> tokenizer is rebuilt by it, so its version belongs to the run
+        import sentencepiece
+
+        env["sentencepiece"] = sentencepiece.__version__
+    except ImportError:  # pragma: no cover - depends on the environment
+        pass
     if device.startswith("cuda") and torch.cuda.is_available():
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name()

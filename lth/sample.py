@@ -65,14 +65,17 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int, *, temperature:
 
 def tokenizer_for(config: dict, override: str | None = None):
     """The tokenizer a run's config trained on: ``override`` if given, else the SentencePiece model in
-    its token directory (``data_dir/tokenizer.model``), else bytes."""
+    its token directory (``data_dir/tokenizer.model``), else the embedded corpus's (``tokenizer``:
+    bytes, or a ``bpe<N>`` model rebuilt from the embedded training text)."""
     from pathlib import Path
 
-    from .data.text import Tokenizer
+    from .data.text import Tokenizer, embedded_tokenizer
 
     if override is not None:
         return Tokenizer(override)
     d = config.get("data_dir")
+    if d is None:
+        return embedded_tokenizer(config.get("tokenizer"))
     if d is not None and (Path(d) / "tokenizer.model").exists():
         return Tokenizer(Path(d) / "tokenizer.model")
     if d is not None:

@@ -116,3 +116,31 @@ def test_generate_refuses_an_image_ticket(tmp_path, capsys):
     capsys.readouterr()
     assert main(["generate", str(tmp_path / "l.ticket"), "--prompt", "x"]) == 2
     assert "not a language model" in capsys.readouterr().err
+
+
+def test_lm_ticket_on_embedded_bpe_reproduces_recorded_bpb_exactly(tmp_path, capsys):
+    out = tmp_path / "bpe"
+    assert main(["train", "lm_cpu", "--out", str(out), "--tokenizer", "bpe400", "--iterations", "2",
+                 "--eval-every", "2", "--rewind-step", "1", "--max-minutes", "none", *TINY]) == 0
+    assert main(["pack", str(out), "-o", str(tmp_path / "t.ticket"), "--trained", "--dtype", "float32"]) == 0
+    got, want = _eval(tmp_path / "t.ticket", capsys), _last_row(out)
+    assert got["val_bpb"] == want["val_bpb"]
+
+
+def test_tokenizer_beside_data_dir_is_a_one_line_error(corpus, tmp_path, capsys):
+    main(["data", "encode", str(corpus), "-o", str(tmp_path / "enc")])
+    assert main(["train", "lm_cpu", "--out", str(tmp_path / "r"), "--data-dir", str(tmp_path / "enc"),
+                 "--tokenizer", "bpe400", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "brings its own tokens" in err and "\n" not in err
+
+
+def test_generate_rebuilds_an_embedded_bpe_tokenizer(tmp_path, capsys):
+    out = tmp_path / "bpe"
+    main(["train", "lm_cpu", "--out", str(out), "--tokenizer", "bpe400", "--iterations", "1", "--eval-every", "1",
+          "--rewind-step", "0", "--max-minutes", "none", *TINY])
+    main(["pack", str(out), "-o", str(tmp_path / "t.ticket")])
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "t.ticket"), "--prompt", "In the beginning", "--tokens", "8"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("In the beginning") and len(text) > len("In the beginning")

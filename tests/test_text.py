@@ -230,3 +230,34 @@ def test_embedded_corpus_loads_at_the_byte_level():
     assert data.vocab_size == 256 and data.train.dtype == torch.int32
     assert (len(data.train), len(data.val), data.val_bytes) == (3649922, 393215, 393215)
     assert bytes(data.val[:6].tolist()) == b"For he"
+
+
+@pytest.fixture(scope="module")
+def embedded_bpe():
+    """The embedded corpus in a 400-token BPE trained on its training split (rebuilt in memory)."""
+    return T.load_tokens(tokenizer="bpe400")
+
+
+def test_embedded_bpe_counts_exactly_the_validation_bytes(embedded_bpe):
+    val = T.split_text(T.load_text())[1]
+    assert embedded_bpe.vocab_size == 400 and embedded_bpe.val_bytes == len(val.encode("utf-8"))
+    assert int(embedded_bpe.token_bytes[embedded_bpe.val.long()].sum()) == embedded_bpe.val_bytes
+    assert len(embedded_bpe.val) < embedded_bpe.val_bytes  # pieces longer than a byte
+
+
+def test_embedded_bpe_tokenizer_is_rebuilt_identically(embedded_bpe):
+    again = T.embedded_tokenizer("bpe400")
+    assert again.sha256 == embedded_bpe.tokenizer_sha256 and torch.equal(
+        torch.from_numpy(again.encode(T.split_text(T.load_text())[1]).astype("int32")), embedded_bpe.val)
+
+
+@pytest.mark.parametrize("spec", ["bpe", "bpe12", "bpe70000", "wordpiece", "bpe1024x"])
+def test_bad_tokenizer_spec_is_a_config_error(spec):
+    with pytest.raises(ConfigError, match="tokenizer must be"):
+        T.parse_tokenizer(spec)
+
+
+def test_embedded_tokenizer_is_refused_beside_a_token_directory(tmp_path, corpus):
+    T.encode_corpus(corpus, "bytes", tmp_path / "tok")
+    with pytest.raises(ConfigError, match="brings its own tokens"):
+        T.load_tokens(tmp_path / "tok", tokenizer="bpe400")

@@ -22,8 +22,10 @@ size is exactly ``1024 + 2 * count``. :func:`encode_corpus` writes a directory::
                   lengths), source, val_fraction
     tokenizer.model   a copy of the SentencePiece model (SentencePiece only)
 
-which :func:`load_tokens` reads back (``load_tokens()`` with no directory: the embedded corpus at the
-byte level, encoded in memory). Every problem with a user's file is a one-line
+which :func:`load_tokens` reads back. ``load_tokens()`` with no directory encodes the embedded corpus in
+memory: at the byte level, or with ``tokenizer="bpe1024"`` (any ``bpe<N>``) with a SentencePiece model
+trained on its training split on the spot (:func:`embedded_tokenizer`: one thread, about 2 s, the same
+model every time), so a run, a ticket or ``lth generate`` on the embedded corpus never needs a file. Every problem with a user's file is a one-line
 :class:`lth.errors.DataError` naming the file.
 """
 
@@ -33,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,8 +165,25 @@ class Tokenizer:
         if self.spec == "bytes":
             self.kind, self.vocab_size = "bytes", 256
             return
+        self._load(read_bytes(spec))
+
+    @classmethod
+    def from_model(cls, model: bytes, name: str = "sentencepiece") -> "Tokenizer":
+        """A SentencePiece tokenizer from its serialized model (``name`` is only for messages)."""
+        tok = cls.__new__(cls)
+        tok.spec = name
+        tok._load(model)
+        return tok
+
+    @property
+    def sha256(self) -> str:
+        """Identifies the tokenizer: ``"bytes"``, or the SHA-256 of the SentencePiece model."""
+        return "bytes" if self.model_bytes is None else hashlib.sha256(self.model_bytes).hexdigest()
+
+    def _load(self, model: bytes) -> None:
+        spec = self.spec
         spm = _sentencepiece()
-        self.model_bytes = read_bytes(spec)
+        self.model_bytes = model
         self.sp = spm.SentencePieceProcessor()
         try:
             self.sp.LoadFromSerializedProto(self.model_bytes)
@@ -226,17 +246,30 @@ def train_tokenizer(
 
     ``source``: a ``str`` is the training text itself, used whole; a path (``pathlib.Path`` or other
     ``os.PathLike``) or ``None`` (the embedded corpus) is a text file, of which only the training split
-    (all but the validation tail, see :func:`split_text`) is used. Each line is one SentencePiece
-    sentence. Options: BPE, ``byte_fallback``, identity normalisation, no dummy prefix, whitespace kept
-    as is (whitespace-only pieces allowed), digits split, only the ``<unk>`` special piece (id 0), so
-    ids 1-256 are the bytes ``<0x00>``-``<0xFF>``.
+    (all but the validation tail, see :func:`split_text`) is used. The options: :func:`tokenizer_model`.
+    """
+    text = source if isinstance(source, str) else split_text(load_text(source), val_fraction)[0]
+    where = "text" if isinstance(source, str) else str(source or EMBEDDED_TEXT)
+    model = tokenizer_model(text, vocab_size, num_threads=num_threads, where=where)
+    path = Path(f"{model_prefix}.model")
+    atomic_write_bytes(path, model)
+    return path
+
+
+def tokenizer_model(text: str, vocab_size: int, *, num_threads: int | None = None, where: str = "text") -> bytes:
+    """The serialized SentencePiece BPE model trained on ``text`` (each line one sentence).
+
+    Options: BPE, ``byte_fallback``, identity normalisation, no dummy prefix, whitespace kept as is
+    (whitespace-only pieces allowed), digits split, only the ``<unk>`` special piece (id 0), so ids
+    1-256 are the bytes ``<0x00>``-``<0xFF>``. The same text, size and sentencepiece version give the
+    same bytes (a test checks it), which lets a run on the embedded corpus rebuild its tokenizer
+    instead of storing it (:func:`embedded_tokenizer`).
     """
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 260 <= vocab_size <= MAX_VOCAB:
         raise ConfigError(f"vocab_size must be an integer in [260, {MAX_VOCAB}], got {vocab_size!r}")
-    text = source if isinstance(source, str) else split_text(load_text(source), val_fraction)[0]
     sentences = [s for s in text.split("\n") if s]
     if not sentences:
-        raise DataError(f"{source if not isinstance(source, str) else 'text'}: no text to train a tokenizer on")
+        raise DataError(f"{where}: no text to train a tokenizer on")
     spm = _sentencepiece()
     model = io.BytesIO()
     try:
@@ -262,9 +295,27 @@ def train_tokenizer(
         )
     except RuntimeError as exc:
         raise DataError(f"sentencepiece could not train a {vocab_size}-token model: {one_line(exc)}") from exc
-    path = Path(f"{model_prefix}.model")
-    atomic_write_bytes(path, model.getvalue())
-    return path
+    return model.getvalue()
+
+
+def parse_tokenizer(spec: str | None) -> int | None:
+    """A config's ``tokenizer`` for the embedded corpus: None or ``"bytes"`` -> None, ``"bpe<N>"`` -> N."""
+    if spec in (None, "bytes"):
+        return None
+    n = spec[3:] if isinstance(spec, str) and spec.startswith("bpe") else ""
+    if not n.isdigit() or not 260 <= int(n) <= MAX_VOCAB:
+        raise ConfigError(f"tokenizer must be 'bytes' or 'bpe<N>' with N in [260, {MAX_VOCAB}] (e.g. bpe1024), got {spec!r}")
+    return int(n)
+
+
+def embedded_tokenizer(spec: str | None, val_fraction: float = VAL_FRACTION) -> "Tokenizer":
+    """The tokenizer ``spec`` names for the embedded corpus: bytes, or a ``bpe<N>`` SentencePiece model
+    trained (in memory, one thread, about 2 s) on the embedded training split; rebuilt the same each time."""
+    n = parse_tokenizer(spec)
+    if n is None:
+        return Tokenizer("bytes")
+    train = split_text(load_text(None), val_fraction)[0]
+    return Tokenizer.from_model(tokenizer_model(train, n, num_threads=1, where=str(EMBEDDED_TEXT)), spec)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,15 +338,7 @@ def encode_corpus(
     out, counts = Path(out_dir), {}
     out.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("val", val)):
-        ids = tok.encode(part)
-        nbytes = len(part.encode("utf-8"))
-        if tok.decode(ids) != part:
-            raise DataError(f"{tokenizer}: does not reproduce the {name} text exactly; train one with train_tokenizer")
-        if int(table[ids].sum()) != nbytes:
-            raise DataError(
-                f"{tokenizer}: token byte lengths add up to {int(table[ids].sum())}, but the {name} text has "
-                f"{nbytes} bytes (a dummy-prefix model?); train one with train_tokenizer"
-            )
+        ids, nbytes = _encode_exactly(tok, table, part, name)
         write_shard(out / f"{name}.bin", ids)
         counts[name] = (len(ids), nbytes, count_lines(part), hashlib.sha256(part.encode("utf-8")).hexdigest())
     n, nbytes, lines, sha = counts["val"]
@@ -318,6 +361,21 @@ def encode_corpus(
     return meta
 
 
+def _encode_exactly(tok: Tokenizer, table: np.ndarray, part: str, name: str) -> tuple[np.ndarray, int]:
+    """``(ids, UTF-8 bytes)`` of ``part``; a DataError unless the ids decode to it and their byte
+    lengths add up to its bytes (what bits per byte needs)."""
+    ids = tok.encode(part)
+    nbytes = len(part.encode("utf-8"))
+    if tok.decode(ids) != part:
+        raise DataError(f"{tok.spec}: does not reproduce the {name} text exactly; train one with train_tokenizer")
+    if int(table[ids].sum()) != nbytes:
+        raise DataError(
+            f"{tok.spec}: token byte lengths add up to {int(table[ids].sum())}, but the {name} text has "
+            f"{nbytes} bytes (a dummy-prefix model?); train one with train_tokenizer"
+        )
+    return ids, nbytes
+
+
 @dataclass
 class TokenData:
     """Token streams of a corpus: ``train``/``val`` int32 [N], ``token_bytes`` int64 [vocab_size]."""
@@ -328,12 +386,11 @@ class TokenData:
     token_bytes: torch.Tensor
     val_bytes: int  # UTF-8 bytes of the validation text (= token_bytes[val].sum())
     tokenizer: str = "bytes"
+    tokenizer_sha256: str | None = None  # of an embedded bpe<N> model rebuilt in memory (Tokenizer.sha256)
 
     def to(self, device) -> "TokenData":
-        return TokenData(
-            self.train.to(device), self.val.to(device), self.vocab_size, self.token_bytes.to(device),
-            self.val_bytes, self.tokenizer,
-        )
+        return dataclasses.replace(self, train=self.train.to(device), val=self.val.to(device),
+                                   token_bytes=self.token_bytes.to(device))
 
 
 def _read_json(path: Path) -> dict:
@@ -343,17 +400,24 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"{path}: not valid JSON: {one_line(exc)}") from exc
 
 
-def load_tokens(data_dir: str | os.PathLike | None = None, val_fraction: float = VAL_FRACTION) -> TokenData:
-    """Tokens of an :func:`encode_corpus` directory; ``None``: the embedded corpus at the byte level,
-    split with ``val_fraction`` and encoded in memory."""
+def load_tokens(data_dir: str | os.PathLike | None = None, val_fraction: float = VAL_FRACTION,
+                tokenizer: str | None = None) -> TokenData:
+    """Tokens of an :func:`encode_corpus` directory; ``None``: the embedded corpus, split with
+    ``val_fraction`` and encoded in memory with ``tokenizer`` (None or ``"bytes"``, or ``"bpe<N>"``, see
+    :func:`embedded_tokenizer`; a directory brings its own tokens, so it must be None there)."""
     if data_dir is None:
-        train, val = split_text(load_text(None), val_fraction)
-        tb = np.ones(256, dtype=np.int64)
-        enc = Tokenizer("bytes").encode
-        return TokenData(
-            torch.from_numpy(enc(train).astype(np.int32)), torch.from_numpy(enc(val).astype(np.int32)), 256,
-            torch.from_numpy(tb), len(val.encode("utf-8")), "bytes",
+        tok = embedded_tokenizer(tokenizer, val_fraction)
+        table = tok.token_bytes()
+        (train, _), (val, val_bytes) = (
+            _encode_exactly(tok, table, part, name)
+            for name, part in zip(("train", "val"), split_text(load_text(None), val_fraction))
         )
+        return TokenData(
+            torch.from_numpy(train.astype(np.int32)), torch.from_numpy(val.astype(np.int32)), tok.vocab_size,
+            torch.from_numpy(table), val_bytes, tok.kind, None if tok.model_bytes is None else tok.sha256,
+        )
+    if parse_tokenizer(tokenizer) is not None:
+        raise ConfigError(f"tokenizer {tokenizer!r} is for the embedded corpus; {data_dir} brings its own tokens")
     d = Path(data_dir)
     if not d.is_dir():
         raise DataError(f"{data_dir}: token directory does not exist")

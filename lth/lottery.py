@@ -215,9 +215,10 @@ class Lottery:
         groups = [members] if self.cfg.batched else [[m] for m in members]
         remaining = M.remaining(members[0].masks)
         rows: list[dict] = []
-        bar = tqdm(
-            total=(self.cfg.iterations - start) * len(groups),
-            desc=f"level {level}/{self.cfg.levels} ({remaining:.1%} left, {len(members)} models)",
+        budget = f", {self.cfg.max_minutes:g} min each" if self.cfg.max_minutes else ""
+        bar = tqdm(  # under a time budget the step count is unknown: no total, so no made-up ETA
+            total=None if budget else (self.cfg.iterations - start) * len(groups),
+            desc=f"level {level}/{self.cfg.levels} ({remaining:.1%} left, {len(members)} models{budget})",
             disable=not self.progress,
             unit="step",
             dynamic_ncols=True,

@@ -622,8 +622,9 @@ class SupermaskRun:
         done = set(self.trials_done())
         todo = [t for t in range(self.cfg.trials) if t not in done]
         groups = [todo] if self.cfg.batched and todo else [[t] for t in todo]
-        bar = tqdm(total=self.cfg.iterations * len(groups),
-                   desc=f"supermask {self.cfg.rule} ({self.cfg.density:.1%} density, {len(todo)} trials)",
+        budget = f", {self.cfg.max_minutes:g} min each" if self.cfg.max_minutes else ""
+        bar = tqdm(total=None if budget else self.cfg.iterations * len(groups),  # a budget: no made-up ETA
+                   desc=f"supermask {self.cfg.rule} ({self.cfg.density:.1%} density, {len(todo)} trials{budget})",
                    disable=not self.progress or not todo, unit="step", dynamic_ncols=True)
         for g in groups:
             self.train_group(g, bar)

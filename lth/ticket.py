@@ -6,13 +6,16 @@ the seed by :mod:`lth.init`, so only the masks cost real space, and they are ent
 few bytes of ``sum_i n_i * H(k_i / n_i)`` bits (``n_i`` entries, ``k_i`` kept, in tensor ``i``). Learned
 scales, or the surviving weights of a ticket rewound to step K > 0, ride along as raw floats.
 
-Byte layout (format version 1; all integers little-endian)::
+Byte layout (format version 2; all integers little-endian)::
 
     offset   size  field
     0        4     magic b"LTHT"
-    4        2     format version, uint16 (= 1)
+    4        2     format version, uint16 (= 2)
     6        4     H = header length in bytes, uint32
-    10       H     header: a UTF-8 JSON object (written with sorted keys and no whitespace)
+    10       H     header: a UTF-8 JSON object (written with sorted keys and no whitespace), zlib-compressed
+                   (RFC 1950, level 9): the per-tensor entries and the run's config repeat a lot, and a
+                   language model's header shrinks from about 7 kB to 2 kB. Version 1, still read, stored
+                   the JSON as is.
     10+H     M     mask payloads, one per header["masks"] entry in that order, each "nbytes" long
     10+H+M   F     float payloads, one per header["floats"] entry in that order, each "nbytes" long
     end-32   32    SHA-256 of every byte before it
@@ -79,6 +82,7 @@ import json
 import math
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +92,11 @@ import torch
 from .errors import LthError
 
 MAGIC = b"LTHT"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # version 1: the same file with the header JSON uncompressed
+# The largest header JSON inflated from a version-2 file: a zlib stream expands up to ~1000x, so a crafted
+# few-kB header must not be able to ask for gigabytes.
+MAX_HEADER_BYTES = 64 << 20
 _PREAMBLE = struct.Struct("<4sHI")  # magic, version, header length
 _DIGEST_BYTES = 32
 MIN_BYTES = _PREAMBLE.size + _DIGEST_BYTES
@@ -491,7 +499,7 @@ def encode(t: Ticket) -> bytes:
         text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise TicketError(f"ticket arch/meta must be plain JSON (no NaN/inf): {e}") from None
-    head = text.encode("utf-8")
+    head = zlib.compress(text.encode("utf-8"), 9)
     body = _PREAMBLE.pack(MAGIC, VERSION, len(head)) + head + b"".join(payloads)
     return body + hashlib.sha256(body).digest()
 
@@ -507,10 +515,10 @@ def _one_line(text: str, limit: int = 500) -> str:
 def _declared_length(data: bytes) -> int:
     """Best-effort total length from an unverified header, only to word an error message: the header
     length alone if the JSON cannot be read (it may be cut off), plus the payload sizes if it can."""
-    (hlen,) = struct.unpack_from("<I", data, 6)
+    (version, hlen) = struct.unpack_from("<HI", data, 4)
     length = _PREAMBLE.size + hlen + _DIGEST_BYTES
     try:
-        header = json.loads(data[_PREAMBLE.size : _PREAMBLE.size + hlen].decode("utf-8"))
+        header = json.loads(_header_json(data[_PREAMBLE.size : _PREAMBLE.size + hlen], version).decode("utf-8"))
         return length + sum(int(e["nbytes"]) for e in header["masks"] + header["floats"])
     except Exception:
         return length
@@ -525,8 +533,9 @@ def _check_envelope(data: bytes) -> int:
     if len(data) < 6:
         raise TicketError(f"truncated: {len(data)} bytes is too short for a ticket file")
     (version,) = struct.unpack_from("<H", data, 4)
-    if version != VERSION:
-        raise TicketError(f"unknown ticket format version {version} (this lth reads version {VERSION})")
+    if version not in READS:
+        raise TicketError(f"unknown ticket format version {version} (this lth reads versions "
+                          f"{', '.join(map(str, READS))})")
     if len(data) < MIN_BYTES:
         raise TicketError(f"truncated: {len(data)} bytes is too short for a ticket file (minimum {MIN_BYTES})")
     if hashlib.sha256(data[:-_DIGEST_BYTES]).digest() != bytes(data[-_DIGEST_BYTES:]):
@@ -587,12 +596,29 @@ def _entries(header: dict, key: str) -> list[dict]:
     return entries
 
 
+def _header_json(raw: bytes, version: int) -> bytes:
+    """The header's JSON bytes: as stored (version 1) or inflated (version 2, at most MAX_HEADER_BYTES)."""
+    if version == 1:
+        return raw
+    z = zlib.decompressobj()
+    try:
+        text = z.decompress(raw, MAX_HEADER_BYTES)
+    except zlib.error as e:
+        raise TicketError(f"header is not a zlib stream: {e}") from None
+    if z.unconsumed_tail:
+        raise TicketError(f"header inflates past lth.ticket.MAX_HEADER_BYTES={MAX_HEADER_BYTES}")
+    if not z.eof or z.unused_data:
+        raise TicketError("header zlib stream is cut off" if not z.eof else "header has bytes after its zlib stream")
+    return text
+
+
 def _parse_header(data: bytes, hlen: int) -> dict:
     raw = data[_PREAMBLE.size : _PREAMBLE.size + hlen]
     if len(raw) != hlen:
         raise TicketError(f"header length {hlen} runs past the end of the file")
+    (version,) = struct.unpack_from("<H", data, 4)
     try:
-        header = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        header = json.loads(_header_json(raw, version).decode("utf-8"), parse_constant=_reject_constant)
     except TicketError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as e:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +49,17 @@ def lenet_bytes(density: float = 0.05) -> bytes:
 
 def split(data: bytes) -> tuple[dict, bytes]:
     """(header, payloads) of a ticket file."""
-    (hlen,) = struct.unpack_from("<I", data, 6)
-    return json.loads(data[10 : 10 + hlen]), data[10 + hlen : -32]
+    (version, hlen) = struct.unpack_from("<HI", data, 4)
+    head = data[10 : 10 + hlen]
+    return json.loads(zlib.decompress(head) if version == 2 else head), data[10 + hlen : -32]
 
 
-def reforge(header: dict, payloads: bytes, version: int = 1) -> bytes:
-    """A file with an edited header and a valid checksum, so that the checks behind the checksum run."""
-    head = json.dumps(header).encode()
+def reforge(header: dict, payloads: bytes, version: int = 2, head: bytes | None = None) -> bytes:
+    """A file with an edited header (``head``: these header bytes as stored) and a valid checksum, so
+    that the checks behind the checksum run."""
+    if head is None:
+        head = json.dumps(header).encode()
+        head = zlib.compress(head) if version == 2 else head
     body = b"LTHT" + struct.pack("<HI", version, len(head)) + head + payloads
     return body + hashlib.sha256(body).digest()
 
@@ -153,7 +158,12 @@ def test_encoding_is_deterministic_and_golden():
     data = T.encode(t)
     assert data == T.encode(t)
     assert T.inspect(data)["masks"][0]["coding"] == "range"
-    assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
+    # The content is pinned as the version-1 file it makes (header JSON stored as is): the compressed
+    # bytes of version 2 depend on the zlib build, what they inflate to does not.
+    (hlen,) = struct.unpack_from("<I", data, 6)
+    head = zlib.decompress(data[10 : 10 + hlen])
+    v1 = b"LTHT" + struct.pack("<HI", 1, len(head)) + head + data[10 + hlen : -32]
+    assert hashlib.sha256(v1 + hashlib.sha256(v1).digest()).hexdigest() == GOLDEN_SHA256
     # and a range-coded payload written by this version must keep decoding to the same mask
     assert torch.equal(T.decode_mask("range", bytes.fromhex(GOLDEN_RANGE_PAYLOAD), (40, 50), 210), masks["a"])
 
@@ -210,14 +220,47 @@ def test_wrong_magic_is_reported():
 
 def test_unknown_version_is_reported():
     header, payloads = split(lenet_bytes())
-    with pytest.raises(TicketError, match="unknown ticket format version 2"):
-        T.decode(reforge(header, payloads, version=2))
+    with pytest.raises(TicketError, match="unknown ticket format version 3"):
+        T.decode(reforge(header, payloads, version=3))
+
+
+def test_version_1_file_with_plain_json_header_still_decodes():
+    header, payloads = split(lenet_bytes())
+    assert_same_ticket(T.decode(lenet_bytes()), T.decode(reforge(header, payloads, version=1)))
+
+
+def test_compressed_header_is_smaller_than_its_json():
+    data = lenet_bytes()
+    header, _ = split(data)
+    (hlen,) = struct.unpack_from("<I", data, 6)
+    assert hlen < len(json.dumps(header, separators=(",", ":")).encode())
 
 
 def test_bad_json_header_is_reported():
     body = b"LTHT" + struct.pack("<HI", 1, 5) + b"{nope"
     with pytest.raises(TicketError, match="header is not valid JSON"):
         T.decode(body + hashlib.sha256(body).digest())
+
+
+def test_header_that_is_not_zlib_is_reported():
+    header, payloads = split(lenet_bytes())
+    with pytest.raises(TicketError, match="header is not a zlib stream"):
+        T.decode(reforge(header, payloads, head=json.dumps(header).encode()))
+
+
+def test_header_zlib_bomb_is_refused(monkeypatch):
+    monkeypatch.setattr(T, "MAX_HEADER_BYTES", 1 << 16)
+    header, payloads = split(lenet_bytes())
+    bomb = zlib.compress(json.dumps({**header, "pad": " " * (1 << 20)}).encode(), 9)  # ~1 kB -> 1 MB
+    with pytest.raises(TicketError, match="inflates past"):
+        T.decode(reforge(header, payloads, head=bomb))
+
+
+def test_header_cut_off_inside_its_zlib_stream_is_reported():
+    header, payloads = split(lenet_bytes())
+    head = zlib.compress(json.dumps(header).encode())
+    with pytest.raises(TicketError, match="cut off"):
+        T.decode(reforge(header, payloads, head=head[:-6]))
 
 
 def test_header_payload_size_mismatch_is_reported():

@@ -99,6 +99,9 @@ _LM = dict(
 _LM_CPU = dict(model="gpt_cpu", tokenizer="bpe1024", batch_size=16, iterations=100000, max_minutes=10.0,
                eval_every=250, eval_tokens=65536)
 
+# The GPU language models: the parameter-golf shape, batch 64 x 1024 tokens, a 10-minute budget.
+_LM_GOLF = dict(model="gpt_golf", batch_size=64, iterations=20000, max_minutes=10.0, eval_every=500)
+
 # The LeNet supermask presets: signed-constant weights, 50% density, batch 128, 8 epochs.
 _MNIST_SUPERMASK = dict(init="signed_constant", density=0.5, batch_size=128, epochs=8, eval_every=430)
 
@@ -172,12 +175,20 @@ PRESETS: dict[str, dict] = {
         description="The parameter-golf baseline shape (9 layers, 512 wide, 8/4 heads, vocab 1024, context "
         "1024): AdamW, 10 minutes (for a GPU; give --data-dir a 1024-token SentencePiece encoding)",
         **_LM,
-        model="gpt_golf",
+        **_LM_GOLF,
         lr=6e-4,
-        batch_size=64,
-        iterations=20000,
-        max_minutes=10.0,
-        eval_every=500,
+    ),
+    "lm_golf_supermask": dict(
+        description="Supermask on lm_golf: weights frozen at the seed-derived init, STE masks (50% target) "
+        "and learned scales, mask lr 0.1, warmdown (for a GPU, like lm_golf)",
+        **{**_LM, "warmup": 0, "optimizer": "adam", "grad_clip": None, "rewind_step": 0},
+        **_LM_GOLF,
+        model_args={"scales": True},
+        rule="ste",
+        density=0.5,
+        lr=0.1,
+        lr_schedule="warmdown",
+        scale_lr=1e-2,
     ),
 }
 

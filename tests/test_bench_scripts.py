@@ -1,0 +1,27 @@
+"""The GPU benchmark script runs end to end (tiny, on the CPU), so it is ready when a GPU is lent."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = ROOT.parent / "shared" / "data" / "text" / "linux-doc-6.1.txt.gz"
+
+
+@pytest.mark.skipif(not TEXT.exists(), reason="needs ../shared/data/text/linux-doc-6.1.txt.gz")
+def test_lm_golf_bench_smoke_writes_dense_and_supermask_results(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "lm_golf.py"), "--smoke", "--text", str(TEXT),
+         "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert set(res["results"]) == {"lm_golf", "lm_golf_supermask"} and res["smoke"]
+    for r in res["results"].values():
+        assert r["steps"] > 0 and r["tokens_per_second"] > 0 and 0 < r["mfu"] < 1
+        assert r["best_bpb"] <= r["final_bpb"] and r["best_step"] <= r["final_step"]
+    assert "SMOKE TEST" in (tmp_path / "docs" / "table.txt").read_text()

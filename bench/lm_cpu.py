@@ -75,8 +75,9 @@ def gpt_cfg(cfg) -> GPTConfig:
     from lth.models.gpt import SIZES
 
     size = SIZES[cfg.model.removeprefix("gpt_")]
-    fields = {**size, **{k: v for k, v in cfg.model_args.items()}}
+    fields = {**size, **{k: v for k, v in cfg.model_args.items() if k != "scales"}}
     fields["seq_len"] = cfg.seq_len or fields["seq_len"]
+    fields["vocab_size"] = lottery.task_shape(cfg)[1]  # the data's vocabulary, not the size's default
     return GPTConfig(**fields)
 
 
@@ -128,15 +129,18 @@ def main():
     peak = matmul_peak_gflops()
     train_text, val_text = split_text(load_text(None))
     xz = conditional_bpb(train_text, val_text)
-    # training validates on the first eval_tokens tokens: xz on the text those windows cover too
-    base = preset("lm_cpu")
-    task = lottery.load_task(base, "cpu")
-    n_eval = task.eval_windows * task.seq_len
-    prefix = embedded_tokenizer(base.tokenizer).decode(task.data.val[: n_eval + 1].numpy())
-    assert val_text.startswith(prefix)
-    xz_prefix = conditional_bpb(train_text, prefix)
-    print(f"xz -9e conditional rate: {xz['bpb']:.4f} bpb (whole validation split), {xz_prefix['bpb']:.4f} "
-          f"(its first {n_eval:,} tokens = {len(prefix.encode()):,} bytes); float32 matmul peak {peak:.1f} GFLOP/s")
+    print(f"xz -9e conditional rate: {xz['bpb']:.4f} bpb (whole validation split); float32 matmul peak "
+          f"{peak:.1f} GFLOP/s")
+
+    def xz_on_prefix(cfg) -> dict:
+        """Training validates on the first eval_tokens tokens: xz on exactly the text those windows cover."""
+        task = lottery.load_task(cfg, "cpu")
+        n_eval = task.eval_windows * task.seq_len
+        prefix = embedded_tokenizer(cfg.tokenizer).decode(task.data.val[: n_eval + 1].numpy())
+        assert val_text.startswith(prefix)
+        res = {**conditional_bpb(train_text, prefix), "tokens": n_eval, "bytes": len(prefix.encode())}
+        print(f"xz on the first {n_eval:,} {cfg.tokenizer or 'bytes'} tokens ({res['bytes']:,} bytes): {res['bpb']:.4f}")
+        return res
 
     t0 = time.time()
     cfg = dataclasses.replace(preset("lm_cpu"), max_minutes=args.minutes)
@@ -163,27 +167,29 @@ def main():
     sm_model = pack.build(sm_ticket)
     sm["full_val_bpb"] = full_val_bpb(scfg, {n: p.detach() for n, p in sm_model.named_parameters()})
 
+    xz_prefix = xz_on_prefix(cfg)
+    xz_prefix_sm = xz_on_prefix(scfg)
+
+    def row(model, tok, best, final, pre, full, nbytes, kept, steps):
+        return {"model": model, "tokens": tok, "val_bpb best": best, "val_bpb final": final,
+                "eval prefix (B)": f"{pre['bytes']:,}", "xz on prefix": f"{pre['bpb']:.4f}", "full val bpb": full,
+                "bytes": nbytes, "weights kept": kept, "steps": steps}
+
+    tok, stok = cfg.tokenizer or "bytes", scfg.tokenizer or "bytes"
     table_rows = [
-        {"model": "xz -9e (conditional)", "val_bpb best": "", "val_bpb final": f"{xz_prefix['bpb']:.4f}",
-         "full val bpb": f"{xz['bpb']:.4f}", "bytes": "", "weights kept": "", "steps": ""},
-        {"model": "dense lm_cpu (fp32)", "val_bpb best": f"{dense['best_bpb']:.4f}",
-         "val_bpb final": f"{dense['final_bpb']:.4f}", "full val bpb": f"{dense['full_val_bpb']:.4f}",
-         "bytes": "", "weights kept": "100%",
-         "steps": dense["final_step"]},
-        {"model": f"IMP ticket, level {cfg.levels} (rewind 100)", "val_bpb best": f"{imp['best_bpb']:.4f}",
-         "val_bpb final": f"{imp['final_bpb']:.4f}", "full val bpb": f"{imp['full_val_bpb']:.4f}",
-         "bytes": f"{imp_bytes:,}",
-         "weights kept": f"{imp['remaining']:.1%}", "steps": imp["final_step"]},
-        {"model": "supermask lm_cpu (frozen weights)", "val_bpb best": f"{sm['best_bpb']:.4f}",
-         "val_bpb final": f"{sm['final_bpb']:.4f}", "full val bpb": f"{sm['full_val_bpb']:.4f}",
-         "bytes": f"{sm_bytes:,}",
-         "weights kept": f"{sm['remaining']:.1%}", "steps": sm["final_step"]},
-        {"model": f"dense small ({small['params']:,} params), int8+zlib", "val_bpb best": f"{small['best_bpb']:.4f}",
-         "val_bpb final": f"{small['int8_val_bpb']:.4f} (int8)", "full val bpb": f"{small['full_val_bpb']:.4f} (int8)",
-         "bytes": f"{small['int8_zlib_bytes']:,}",
-         "weights kept": "100%", "steps": small["final_step"]},
+        {"model": "xz -9e (conditional)", "full val bpb": f"{xz['bpb']:.4f}"},
+        row("dense lm_cpu (fp32)", tok, f"{dense['best_bpb']:.4f}", f"{dense['final_bpb']:.4f}", xz_prefix,
+            f"{dense['full_val_bpb']:.4f}", "", "100%", dense["final_step"]),
+        row(f"IMP ticket, level {cfg.levels} (rewind 100)", tok, f"{imp['best_bpb']:.4f}", f"{imp['final_bpb']:.4f}",
+            xz_prefix, f"{imp['full_val_bpb']:.4f}", f"{imp_bytes:,}", f"{imp['remaining']:.1%}", imp["final_step"]),
+        row("supermask lm_cpu_supermask (frozen weights)", stok, f"{sm['best_bpb']:.4f}", f"{sm['final_bpb']:.4f}",
+            xz_prefix_sm, f"{sm['full_val_bpb']:.4f}", f"{sm_bytes:,}", f"{sm['remaining']:.1%}", sm["final_step"]),
+        row(f"dense small ({small['params']:,} params), int8+zlib", tok, f"{small['best_bpb']:.4f}",
+            f"{small['int8_val_bpb']:.4f} (int8)", xz_prefix, f"{small['full_val_bpb']:.4f} (int8)",
+            f"{small['int8_zlib_bytes']:,}", "100%", small["final_step"]),
     ]
-    text = table(table_rows, list(table_rows[0]))
+    cols = list(table_rows[1])
+    text = table(table_rows, cols)
     speed = (f"dense lm_cpu: {tok_s:,.0f} tokens/s over {dense['train_seconds']:.0f} s of training, "
              f"{flops_per_token(g) / 1e6:.2f} MFLOP/token -> {tok_s * flops_per_token(g) / 1e9:.1f} GFLOP/s = "
              f"{100 * mfu:.1f}% of the {peak:.1f} GFLOP/s float32 matmul peak")
@@ -191,7 +197,7 @@ def main():
     print(speed)
     minutes = (time.time() - t0) / 60
     (docs / "table.txt").write_text(text + "\n\n" + speed + "\n")
-    payload = {"xz": xz, "xz_eval_prefix": xz_prefix, "dense": dense, "imp": imp, "imp_bytes": imp_bytes, "supermask": sm,
+    payload = {"xz": xz, "xz_eval_prefix": xz_prefix, "xz_eval_prefix_supermask": xz_prefix_sm, "dense": dense, "imp": imp, "imp_bytes": imp_bytes, "supermask": sm,
                "supermask_bytes": sm_bytes, "dense_small": small, "tokens_per_second": tok_s, "mfu": mfu,
                "peak_gflops": peak, "minutes_per_run": args.minutes, "wall_minutes": minutes,
                "config": cfg.to_dict(), "supermask_config": scfg.to_dict()}

@@ -149,14 +149,15 @@ def format_inspect(info: dict) -> str:
         f"  checksum       {info['checksum_bytes']:>10,}",
         f"weights sha256   {info['weights_sha256']}",
         "",
-        f"{'tensor':<24}{'shape':<16}{'density':>9}{'coding':>12}{'bytes':>10}{'bound':>11}",
     ]
+    w = max([24] + [len(e["name"]) + 2 for e in info["masks"] + info.get("floats", [])])  # the name column
+    lines.append(f"{'tensor':<{w}}{'shape':<16}{'density':>9}{'coding':>12}{'bytes':>10}{'bound':>11}")
     for m in info["masks"]:
-        lines.append(f"{m['name']:<24}{'x'.join(map(str, m['shape'])):<16}{100 * m['density']:>8.2f}%"
+        lines.append(f"{m['name']:<{w}}{'x'.join(map(str, m['shape'])):<16}{100 * m['density']:>8.2f}%"
                      f"{m['coding']:>12}{m['bytes']:>10,}{m['bound_bytes']:>11,.1f}")
     if info.get("floats"):  # supermask scales or stored weights
-        lines += ["", f"{'float entry':<24}{'shape':<16}{'dtype':>9}{'bytes':>22}"]
-        lines += [f"{f['name']:<24}{'x'.join(map(str, f['shape'])):<16}{f['dtype']:>9}{f['bytes']:>22,}"
+        lines += ["", f"{'float entry':<{w}}{'shape':<16}{'dtype':>9}{'bytes':>22}"]
+        lines += [f"{f['name']:<{w}}{'x'.join(map(str, f['shape'])):<16}{f['dtype']:>9}{f['bytes']:>22,}"
                   for f in info["floats"]]
     return "\n".join(lines)
 

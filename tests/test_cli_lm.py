@@ -58,8 +58,9 @@ def test_lm_supermask_trains_only_masks_and_scales(tmp_path, capsys):
                  "--max-minutes", "none", *TINY[:1], "n_layer=1,d_model=32,n_head=2,n_kv_head=1,scales=true",
                  *TINY[2:]]) == 0
     text = capsys.readouterr().out
-    # 1 layer at d=32: head_scale 2 + two out_scales 64 + logit_scale 32, plus one scale per masked matrix (6)
-    assert "and 104 scales" in text
+    # 1 layer at d=32: head_scale 2 + two out_scales 64 + logit_scale 32, plus one scale per masked matrix
+    # (6, and the embedding: the preset masks it too)
+    assert "and 105 scales" in text
     with open(out / "results.csv") as f:
         assert all(float(r["val_bpb"]) > 0 for r in csv.DictReader(f))
 

@@ -99,6 +99,18 @@ _LM = dict(
 _LM_CPU = dict(model="gpt_cpu", tokenizer="bpe1024", batch_size=16, iterations=100000, max_minutes=10.0,
                eval_every=250, eval_tokens=65536)
 
+# The language-model supermask recipe: Adam on scores and scales (no warmup, no clipping), STE masks at
+# a 50% target, mask lr 0.1 with warmdown, the model's own learned scales.
+_LM_SUPERMASK = dict(
+    **{**_LM, "warmup": 0, "optimizer": "adam", "grad_clip": None, "rewind_step": 0},
+    model_args={"scales": True},
+    rule="ste",
+    density=0.5,
+    lr=0.1,
+    lr_schedule="warmdown",
+    scale_lr=1e-2,
+)
+
 # The GPU language models: the parameter-golf shape, batch 64 x 1024 tokens, a 10-minute budget.
 _LM_GOLF = dict(model="gpt_golf", batch_size=64, iterations=20000, max_minutes=10.0, eval_every=500)
 
@@ -151,7 +163,7 @@ PRESETS: dict[str, dict] = {
         lr=0.1,
     ),
     # Language models: dataset "text" reads an `lth data encode` directory (--data-dir), or without one
-    # the embedded World English Bible at the byte level (last 10% of its lines = validation).
+    # the embedded World English Bible in `tokenizer` (last 10% of its lines = validation).
     "lm_cpu": dict(
         description="GPT (4 layers, 256 wide, GQA 4/2 heads, context 256) on the embedded Bible in a 1024-token "
         "BPE: AdamW 3e-3, warmup 100, warmdown 30%, 10 minutes on 2 CPU cores",
@@ -163,17 +175,11 @@ PRESETS: dict[str, dict] = {
         description="Supermask on lm_cpu: weights frozen at the seed-derived init, masks learned by "
         "temperature-annealed STE (50% target) on the matrices and the embedding, learned scales per "
         "head/branch/logits, mask lr 0.1, warmdown",
-        **{**_LM, "warmup": 0, "optimizer": "adam", "grad_clip": None, "rewind_step": 0},
+        **_LM_SUPERMASK,
         **_LM_CPU,
         # the (tied) embedding gets a mask too: left frozen at its random init, its 1024 rows held the
         # supermask at 2.35 bpb on the evaluated prefix after 10 minutes; masked, 2.02 (docs/lm.md)
         prune_embeddings=True,
-        model_args={"scales": True},
-        rule="ste",
-        density=0.5,
-        lr=0.1,
-        lr_schedule="warmdown",
-        scale_lr=1e-2,
     ),
     "lm_golf": dict(
         description="The parameter-golf baseline shape (9 layers, 512 wide, 8/4 heads, vocab 1024, context "
@@ -185,14 +191,8 @@ PRESETS: dict[str, dict] = {
     "lm_golf_supermask": dict(
         description="Supermask on lm_golf: weights frozen at the seed-derived init, STE masks (50% target) "
         "and learned scales, mask lr 0.1, warmdown (for a GPU, like lm_golf)",
-        **{**_LM, "warmup": 0, "optimizer": "adam", "grad_clip": None, "rewind_step": 0},
+        **_LM_SUPERMASK,
         **_LM_GOLF,
-        model_args={"scales": True},
-        rule="ste",
-        density=0.5,
-        lr=0.1,
-        lr_schedule="warmdown",
-        scale_lr=1e-2,
     ),
 }
 

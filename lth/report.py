@@ -357,8 +357,8 @@ def _series_figure(summary, key: str, scale: float, ylabel: str, title: str | No
 
 
 def build_figures(summary, *, title: str | None = None) -> dict[str, object]:
-    summary = [e for e in summary if e["remaining"] > 0]  # a log axis has no place for 0
     """The report's figures (matplotlib ``Figure`` objects), keyed by file name."""
+    summary = [e for e in summary if e["remaining"] > 0]  # a log axis has no place for 0
     if not summary:
         raise LthError("no results yet")
     figures = {

@@ -76,12 +76,11 @@ def tokenizer_for(config: dict, override: str | None = None):
     d = config.get("data_dir")
     if d is None:
         return embedded_tokenizer(config.get("tokenizer"))
-    if d is not None and (Path(d) / "tokenizer.model").exists():
+    if (Path(d) / "tokenizer.model").exists():
         return Tokenizer(Path(d) / "tokenizer.model")
-    if d is not None:
-        import json
+    import json
 
-        meta = Path(d) / "meta.json"
-        if meta.exists() and json.loads(meta.read_text()).get("tokenizer") not in (None, "bytes"):
-            raise ConfigError(f"{d} has no tokenizer.model; give --tokenizer")
+    meta = Path(d) / "meta.json"
+    if meta.exists() and json.loads(meta.read_text()).get("tokenizer") not in (None, "bytes"):
+        raise ConfigError(f"{d} has no tokenizer.model; give --tokenizer")
     return Tokenizer("bytes")

@@ -14,7 +14,7 @@ Byte layout (format version 2; all integers little-endian)::
     6        4     H = header length in bytes, uint32
     10       H     header: a UTF-8 JSON object (written with sorted keys and no whitespace), zlib-compressed
                    (RFC 1950, level 9): the per-tensor entries and the run's config repeat a lot, and a
-                   language model's header shrinks from about 7 kB to 2 kB. Version 1, still read, stored
+                   language model's header shrinks from about 7 kB to 1.3 kB. Version 1, still read, stored
                    the JSON as is.
     10+H     M     mask payloads, one per header["masks"] entry in that order, each "nbytes" long
     10+H+M   F     float payloads, one per header["floats"] entry in that order, each "nbytes" long

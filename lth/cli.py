@@ -213,9 +213,22 @@ def cmd_eval(args) -> int:
 
     t = T.load(args.ticket)
     metrics = pack.evaluate(t, data_dir=args.data_dir, device=args.device)
-    for k, v in metrics.items():
-        print(f"{k:<10} {v:.6f}")
+    print(format_eval(metrics, t.meta.get("results") or {}))
     return 0
+
+
+def format_eval(metrics: dict[str, float], recorded: dict[str, float]) -> str:
+    """One line per metric, beside the value the run recorded (as results.csv rounds it, 6 decimals):
+    'exact' where they agree, else the difference. Same machine: they agree (evaluation does not depend
+    on how many members trained together); another CPU kind may differ in the last digits."""
+    lines = []
+    for k, v in metrics.items():
+        line = f"{k:<10} {v:.6f}"
+        if k in recorded:
+            diff = round(v, 6) - float(recorded[k])
+            line += "  recorded: exact" if diff == 0 else f"  recorded {float(recorded[k]):.6f}, differs by {diff:+.6f}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def cmd_export(args) -> int:

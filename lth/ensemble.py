@@ -67,6 +67,16 @@ class Ensemble(nn.Module):
 
         return vmap(one)(params, x)
 
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        """name -> stacked tensor [M, ...] that the model is called with: parameters and buffers."""
+        return {**self.params(), **{n: b.unsqueeze(0).expand(self.members, *b.shape) for n, b in self.buffers_.items()}}
+
+    def call(self, state: dict[str, torch.Tensor], *x: torch.Tensor) -> torch.Tensor:
+        """The model on stacked ``state`` (as :meth:`eval_state`) and stacked inputs ``[m, B, ...]``."""
+        if self.stackable:
+            return functional_call(self.base, state, x)
+        return vmap(lambda s, *xi: functional_call(self.base, s, xi))(state, *x)
+
     def member_state(self, m: int) -> dict[str, torch.Tensor]:
         """A detached copy of member m's parameters."""
         return {n: p[m].detach().contiguous().clone() for n, p in self.params().items()}

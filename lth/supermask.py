@@ -296,6 +296,17 @@ class Supermask(nn.Module):
 
         return vmap(one)(params, x)
 
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        """name -> stacked effective parameter [M, ...] (evaluation masks) and the model's buffers."""
+        bufs = {n: b.unsqueeze(0).expand(self.members, *b.shape) for n, b in self._buffers_base.items()}
+        return {**self.effective(), **bufs}
+
+    def call(self, state: dict[str, torch.Tensor], *x: torch.Tensor) -> torch.Tensor:
+        """The frozen network with stacked effective ``state`` (as :meth:`eval_state`) on ``[m, B, ...]``."""
+        if self.stackable:
+            return functional_call(self.base, state, x)
+        return vmap(lambda s, *xi: functional_call(self.base, s, xi))(state, *x)
+
     # --- density control -------------------------------------------------------------------------
 
     def density_loss(self, strength: float, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

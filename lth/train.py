@@ -116,21 +116,42 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def member_forwards(model) -> list[Callable]:
+    """One forward per member that runs that member alone, as a stack of one.
+
+    Exactness rests on this: a batched matmul may round differently for M stacked members than for one
+    (on AVX2 kernels it does), and a slice of the stack starts at another alignment. So each member's
+    effective parameters (and buffers) are copied into freshly allocated ``[1, ...]`` tensors and the
+    model is called on inputs ``[1, ...]``: the same kernels, shapes and strides as an ensemble holding
+    only that member, which is what a packed ticket is evaluated as. A member's metrics therefore do not
+    depend on how many members train beside it (tested)."""
+    state = model.eval_state()  # name -> [M, ...]: effective parameters and buffers
+    out = []
+    for m in range(model.members):
+        mine = {n: t[m : m + 1].detach().clone(memory_format=torch.contiguous_format) for n, t in state.items()}
+        out.append(lambda *x, _s=mine: model.call(_s, *x))
+    return out
+
+
 def evaluate(ens, task, ctx: D.Context | None = None, splits=None) -> dict[str, torch.Tensor]:
     """Mean metrics per member for each split, e.g. {'val_loss': [M], 'val_acc': [M], ...}.
 
-    A task with one held-out split (``task.splits == ("val",)``, language modeling) reports it under
-    ``test_*`` too, so every results row has the same columns."""
+    Members are evaluated one at a time (:func:`member_forwards`), so the numbers are the same whether
+    a member was trained alone, stacked with others, or rebuilt from its ticket. A task with one
+    held-out split (``task.splits == ("val",)``, language modeling) reports it under ``test_*`` too, so
+    every results row has the same columns."""
     ctx = ctx or D.Context()
     was = ens.training
     ens.eval()
     out = {}
-    dev = next(ens.parameters()).device
+    dev = next(iter(ens.eval_state().values())).device
     alias = splits is None  # the default splits report a missing test split as a copy of val
     splits = splits or getattr(task, "splits", ("val", "test"))
-    with autocast(dev):
+    with autocast(dev), torch.no_grad():
+        forwards = member_forwards(ens)
         for split in splits:
-            sums = task.evaluate(ens, ens.members, split, rank=ctx.rank, world=ctx.world)
+            per = [task.evaluate(f, 1, split, rank=ctx.rank, world=ctx.world) for f in forwards]
+            sums = {k: torch.cat([p[k] for p in per]) for k in per[0]}
             for t in sums.values():
                 D.all_reduce_sum(t, ctx)
             for k, v in sums.items():

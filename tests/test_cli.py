@@ -130,16 +130,19 @@ def sm_packed(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.exact
 def test_eval_of_a_supermask_ticket_prints_the_recorded_metrics(sm_packed):
     import csv
 
     p = run_cli("eval", str(sm_packed / "sm.ticket"))
     assert p.returncode == 0, p.stderr
-    got = dict(line.split() for line in p.stdout.splitlines())
+    got = dict(line.split()[:2] for line in p.stdout.splitlines())
+    lines = {line.split()[0]: line for line in p.stdout.splitlines()}
     with open(sm_packed / "r" / "results.csv") as f:
         want = [r for r in csv.DictReader(f) if r["trial"] == "1" and r["step"] == "12"][0]
     for k in ("val_loss", "val_acc", "test_loss", "test_acc"):
         assert float(got[k]) == float(want[k]), k
+        assert lines[k].endswith("recorded: exact"), lines[k]
 
 
 def test_inspect_json_of_a_supermask_ticket_digests_the_scaled_network(sm_packed):
@@ -169,3 +172,12 @@ def test_export_of_a_supermask_ticket_writes_dense_and_prune_forms(sm_packed):
 def test_pack_of_a_supermask_run_with_a_level_is_one_line_error(sm_packed):
     p = run_cli("pack", str(sm_packed / "r"), "--level", "2", "-o", str(sm_packed / "bad.ticket"))
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.strip().count("\n") == 0
+
+
+def test_eval_states_the_difference_from_a_recorded_value_that_differs():
+    from lth.cli import format_eval
+
+    text = format_eval({"test_acc": 0.9801, "test_loss": 0.064266}, {"test_acc": 0.9801, "test_loss": 0.064265})
+    acc, loss = text.splitlines()
+    assert acc.endswith("recorded: exact")
+    assert loss.endswith("recorded 0.064265, differs by +0.000001")

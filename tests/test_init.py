@@ -53,6 +53,7 @@ GOLDEN = {
 MODELS = {"lenet": lenet, "tiny": TinyBlock}
 
 
+@pytest.mark.exact
 @pytest.mark.parametrize("model,scheme,seed", sorted(GOLDEN, key=str))
 def test_golden_sha256_of_small_model(model, scheme, seed):
     torch.manual_seed(0)  # torch's RNG must not matter
@@ -60,6 +61,7 @@ def test_golden_sha256_of_small_model(model, scheme, seed):
     assert weights_sha256(m) == GOLDEN[(model, scheme, seed)]
 
 
+@pytest.mark.exact
 def test_golden_first_values_of_each_kind():
     # The same promise, readable: exact float32 bits of the first values of each random kind.
     bits = {k: generate(1234, "w", (8,), Dist(k, 0.5)).numpy().view(np.uint32) for k in init_mod._STREAMS}

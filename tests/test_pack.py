@@ -48,6 +48,7 @@ def test_packed_masks_equal_run_masks(run_dir, tmp_path):
         assert torch.equal(m, ck[f"mask.{n}"].bool())
 
 
+@pytest.mark.exact
 def test_trained_float32_ticket_reproduces_recorded_accuracy_exactly(run_dir, tmp_path):
     t = pack.from_lottery_run(run_dir, trained=True, dtype="float32")
     T.save(t, tmp_path / "b.ticket")
@@ -146,6 +147,7 @@ def test_supermask_run_packs_into_seed_masks_and_float32_scales(sm_run):
     assert t.meta["trained_floats"]["trained_floats_shipped"] == 3
 
 
+@pytest.mark.exact
 def test_supermask_ticket_reproduces_recorded_accuracy_exactly(sm_run, tmp_path):
     T.save(pack.from_run(sm_run, trial=1), tmp_path / "sm.ticket")
     got = pack.evaluate(T.load(tmp_path / "sm.ticket"))
@@ -154,27 +156,33 @@ def test_supermask_ticket_reproduces_recorded_accuracy_exactly(sm_run, tmp_path)
         assert round(got[k], 6) == float(want[k]), k
 
 
+@pytest.mark.exact
 def test_packed_supermask_logits_are_bit_identical_to_the_trained_supermask(sm_run):
-    """The packed network (W regenerated, masks and scales applied) against Supermask.forward with the
-    checkpoint's masks and scales, both members stacked as in training's evaluation."""
+    """The packed network (W regenerated, masks and scales applied) against the trained supermask's
+    evaluation of the same member (lth.train.member_forwards: each member alone, as a stack of one),
+    with two members trained side by side."""
     from lth import supermask as S
     from lth.ensemble import Ensemble
     from lth.presets import Config
+    from lth.train import member_forwards
 
     cfg = Config(**json.loads((sm_run / "config.json").read_text()))
     run = S.SupermaskRun(cfg, sm_run, progress=False)
     sm = run.build([0, 1]).eval()
     cks = [S.load_checkpoint(run.checkpoint_path(t)) for t in (0, 1)]
+    sm.temperature = float(pack._checkpoint_meta(run.checkpoint_path(0))["temperature"])  # ste's final T
     with torch.no_grad():
+        for n, score in sm.score_dict().items():
+            score.copy_(torch.stack([c["score"][n] for c in cks]))
         for n, scale in sm.scale_dict().items():
             scale.copy_(torch.stack([c["scale"][n] for c in cks]))
-        masks = {n: torch.stack([c["mask"][n] for c in cks]).float() for n in sm.masked}
         x = run.task.data.test.x[:2000]
-        want = sm(x.expand(2, *x.shape), masks)
+        trained = member_forwards(sm)
         for t in (0, 1):
+            assert all(torch.equal(sm.masks()[n][t], cks[t]["mask"][n]) for n in sm.masked)
             model = pack.build(pack.from_run(sm_run, trial=t))
-            got = Ensemble(model, [dict(model.named_parameters())])(x[None])[0]
-            assert torch.equal(got, want[t])
+            packed = member_forwards(Ensemble(model, [dict(model.named_parameters())]))[0]
+            assert torch.equal(packed(x[None]), trained[t](x[None]))
 
 
 def test_supermask_export_is_scale_times_weight_times_mask(sm_run, tmp_path):

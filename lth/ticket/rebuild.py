@@ -1,0 +1,199 @@
+"""Layer 3 of the ticket file: a :class:`Ticket` back into the network it names.
+
+:func:`build_model` does, in this order:
+
+1. builds the architecture on the "meta" device (shapes only, nothing allocated) and checks that every
+   mask names a parameter, with its shape: a ticket that does not fit its architecture, or an absurdly
+   large one, is refused before a single weight is allocated;
+2. ``lth.models.build`` from ``arch``, then ``lth.init.init_from_seed(model, seed, init)``: every weight,
+   bit-exact from the seed;
+3. with ``weights="stored"``, scatters the float entries named like parameters into place (only the
+   surviving entries of a masked parameter, in row-major mask order);
+4. copies every ``param.<name>`` entry over its unmasked parameter, in either kind of ticket;
+5. multiplies every masked parameter that has a ``scale.<name>`` entry by its scales, group by output
+   group, in either kind of ticket;
+6. zeroes the pruned entries: exactly +0.0, even over NaN, and after the scales so they stay +0.0.
+
+Every other float entry is left to the caller; every problem is a one-line :class:`TicketError`. The
+meaning of the entries is specified in :mod:`lth.ticket`.
+
+:func:`weights_sha256` is the digest of the rebuilt network, one value that pins what a ticket means
+however its masks happen to be coded; :func:`inspect` reports a file's sizes, codings, gap to the
+entropy bound and that digest (it lives here because it rebuilds). :func:`surviving_floats` goes the
+other way: a model's float entries for a ``weights="stored"`` ticket.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..errors import LthError
+from .coding import TicketError, _h2, entropy_bound_bits
+from .container import _DIGEST_BYTES, _PREAMBLE, Ticket, _check_survivors, _decode, _get, _wrap
+
+def _build_arch(arch: dict, device: str = "cpu") -> torch.nn.Module:
+    """``models.build`` from the arch dict; on the "meta" device it allocates nothing (shapes only)."""
+    from .. import models
+
+    model = _get(arch, "model", str, "arch")
+    shape = _get(arch, "input_shape", list, "arch")
+    num_classes = _get(arch, "num_classes", int, "arch")
+    kwargs = arch.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise TicketError("arch field 'kwargs' has the wrong type")
+    try:
+        with torch.device(device), warnings.catch_warnings():
+            if device == "meta":  # e.g. "Initializing zero-element tensors is a no-op": not the caller's concern
+                warnings.simplefilter("ignore")
+            return models.build(model, shape, num_classes, **kwargs)
+    except Exception as e:
+        raise TicketError(f"cannot build architecture {model!r}: {e}") from None
+
+
+def _check_fit(masks: dict, params: dict) -> None:
+    for name, m in masks.items():
+        if name not in params:
+            raise TicketError(f"mask {name!r} names no parameter of the architecture")
+        if tuple(m.shape) != tuple(params[name].shape):
+            raise TicketError(
+                f"mask {name!r} has shape {list(m.shape)} but the architecture's parameter is "
+                f"{list(params[name].shape)}"
+            )
+
+
+@torch.no_grad()
+def _load_stored(params: dict, masks: dict, floats: dict) -> None:
+    """Scatter stored floats named like parameters into place (surviving entries only where masked)."""
+    for name, values in floats.items():
+        if name not in params:
+            continue  # scales and other caller data
+        p = params[name]
+        if name in masks:
+            _check_survivors(name, values, masks[name])
+            p.view(-1)[masks[name].reshape(-1)] = values.reshape(-1).to(p.dtype)
+        else:
+            if values.numel() != p.numel():
+                raise TicketError(f"stored float {name!r} has {values.numel()} values, the parameter {p.numel()}")
+            p.copy_(values.reshape(p.shape).to(p.dtype))
+
+
+def _build_model(t: Ticket) -> torch.nn.Module:
+    from ..init import init_from_seed
+
+    if not isinstance(t.arch, dict):
+        raise TicketError("ticket arch must be a dict")
+    # Shapes first, on the meta device: an architecture that does not fit the masks (or is absurdly
+    # large) is refused before a single weight is allocated.
+    _check_fit(t.masks, dict(_build_arch(t.arch, "meta").named_parameters()))
+    model = _build_arch(t.arch)
+    try:
+        init_from_seed(model, t.seed, t.init)
+    except LthError as e:
+        raise TicketError(f"cannot initialise: {e}") from None
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        if t.weights == "stored":
+            _load_stored(params, t.masks, t.floats)
+        _apply_params(params, t.masks, t.floats)
+        _apply_scales(params, t.masks, t.floats)  # before masking, so that pruned entries stay +0.0
+        for name, m in t.masks.items():
+            params[name].masked_fill_(~m.to(params[name].device), 0.0)  # +0.0 exactly, even over NaN
+    return model
+
+
+def _apply_params(params: dict, masks: dict, floats: dict) -> None:
+    """``param.<name>`` entries replace whole unmasked parameters (see :mod:`lth.ticket`)."""
+    for key, v in floats.items():
+        if not key.startswith("param."):
+            continue
+        name = key[len("param."):]
+        if name not in params or name in masks:
+            raise TicketError(f"float {key!r} names no unmasked parameter of the architecture")
+        if tuple(v.shape) != tuple(params[name].shape):
+            raise TicketError(f"float {key!r} has shape {list(v.shape)}, the parameter {list(params[name].shape)}")
+        params[name].copy_(v.to(params[name].dtype))
+
+
+def _apply_scales(params: dict, masks: dict, floats: dict) -> None:
+    """``scale.<name>`` entries of masked parameters multiply their output groups (see :mod:`lth.ticket`).
+    Kept entries come out as ``W * scale``, the very float32 products Supermask.effective computes
+    (``W * 1.0`` is exact), so a packed supermask matches the trained one bit for bit."""
+    for name in masks:
+        scale = floats.get(f"scale.{name}")
+        if scale is None:
+            continue
+        p = params[name]
+        if scale.dim() != 1 or scale.numel() == 0 or p.shape[0] % scale.numel():
+            raise TicketError(f"float 'scale.{name}' must be 1-D with a length that divides {name}'s "
+                              f"{p.shape[0]} outputs, got shape {list(scale.shape)}")
+        groups = p.view(scale.numel(), -1)
+        groups.mul_(scale.to(device=p.device, dtype=p.dtype)[:, None])
+
+
+def build_model(t: Ticket) -> torch.nn.Module:
+    """``models.build`` + ``init_from_seed`` + stored floats (``weights="stored"``) + masks applied, so
+    pruned weights are exactly +0.0, and learned scales (``scale.<name>`` entries) multiplied in. Masks
+    must name parameters of the architecture, with their shapes."""
+    return _wrap("ticket", _build_model, t)
+
+
+def weights_sha256(t: Ticket) -> str:
+    """:func:`lth.init.weights_sha256` of the rebuilt, masked network: one digest that pins what a ticket
+    means, independent of how its masks happen to be coded."""
+    from ..init import weights_sha256 as digest
+
+    return digest(build_model(t))
+
+
+def surviving_floats(model: torch.nn.Module, masks: dict, dtype: torch.dtype = torch.float16) -> dict:
+    """Float entries for a ``weights="stored"`` ticket: each masked parameter's surviving values (mask
+    order) and every other parameter whole, in ``dtype``."""
+    out = {}
+    for name, p in model.named_parameters():
+        values = p.detach().cpu()
+        out[name] = (values[masks[name].cpu()] if name in masks else values).to(dtype).contiguous()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reports.
+def inspect(data: bytes, *, source: str = "ticket") -> dict:
+    """Sizes, codings and the gap to the entropy bound of a ticket file (verified as by
+    :func:`lth.ticket.decode`)."""
+    ticket, header = _wrap(source, _decode, data)
+    hlen = _PREAMBLE.unpack_from(data, 0)[2]
+    tensors = []
+    for e in header["masks"]:
+        m = ticket.masks[e["name"]]
+        n = m.numel()
+        tensors.append({
+            "name": e["name"], "shape": e["shape"], "density": e["count"] / n if n else 0.0, "coding": e["coding"],
+            "bytes": e["nbytes"], "bound_bytes": n * _h2(e["count"], n) / 8,
+        })
+    mask_bytes = sum(e["nbytes"] for e in header["masks"])
+    bound = entropy_bound_bits(ticket.masks) / 8
+    prunable = sum(m.numel() for m in ticket.masks.values())
+    try:
+        digest, build_error = weights_sha256(ticket), None
+    except TicketError as e:
+        digest, build_error = None, str(e)
+    return {
+        "total_bytes": len(data),
+        "header_bytes": _PREAMBLE.size + hlen,
+        "mask_bytes": mask_bytes,
+        "float_bytes": sum(e["nbytes"] for e in header["floats"]),
+        "checksum_bytes": _DIGEST_BYTES,
+        "entropy_bound_bytes": bound,
+        "gap_to_bound": (mask_bytes - bound) / bound if bound else 0.0,
+        "prunable_weights": prunable,
+        "bits_per_prunable_weight": 8 * len(data) / prunable if prunable else 0.0,
+        "mask_bits_per_prunable_weight": 8 * mask_bytes / prunable if prunable else 0.0,
+        "masks": tensors,
+        "floats": [{"name": e["name"], "shape": e["shape"], "dtype": e["dtype"], "bytes": e["nbytes"]}
+                   for e in header["floats"]],
+        "weights": ticket.weights,
+        "weights_sha256": digest,
+        "build_error": build_error,
+    }

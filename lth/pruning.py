@@ -1,23 +1,49 @@
-"""Pruning criteria and the Pruner, an optimizer-like object that owns a model's masks.
+"""Allocation (how many to remove, where) and the Pruner, an optimizer-like object that owns masks.
 
-A criterion is a function ``(weights, masks, rates) -> masks``: given the current weights and masks of
-ONE model and the fraction of *surviving* weights to remove per tensor, it returns new masks that are a
-subset of the old ones and remove exactly ``round(rate * surviving)`` entries (per tensor, or over all
-tensors together for the global scope).
+Pruning is *score x allocation x schedule*: a score (``lth.scores.SCORES``) says which weights matter,
+an allocation (``ALLOCATIONS`` here) turns scores into masks, a sparsity schedule (``lth.sparsity``)
+says when and to what density. :class:`Pruner` combines the first two for one model.
+
+Contract of an allocation: ``alloc(scores, masks, spec, *, min_keep=0) -> masks``. It splits the
+prunable tensors into *pools* (``alloc.pools(names, spec) -> [(names, rate)]``), and in each pool
+removes exactly ``n_prune(rate, surviving)`` = round-half-up(rate * surviving) of the pool's
+surviving entries, those with the lowest scores (higher = keep); one pool shares one threshold. The
+new masks are a subset of the old ones: pruned entries score -inf and stay pruned. Entries:
+
+- ``layerwise``: every tensor is a pool; spec: rates per tensor (``{name: rate}``, missing = 0).
+- ``global``: one pool over all tensors; spec: one rate (or a rates dict whose values are all equal).
+- ``groups``: spec :class:`GroupRates`: a rate per group and a map tensor -> group (e.g. from
+  :func:`kind_groups`: conv / fc / output / shortcut); a group is one pool (``pooled``) or each of
+  its tensors is pruned at the group's rate; tensors in no group are pools of their own at
+  ``default``.
+
+Layer-collapse guard (``min_keep``): pruning at init with a global threshold can remove a whole
+layer, which disconnects the network (Tanaka et al. 2020, "layer collapse"). With ``min_keep = k > 0``
+each tensor first keeps its ``min(k, surviving)`` highest-scoring entries, and the pool's remaining
+budget goes to the best of the rest; the counts stay exact unless the guard alone needs more than
+the budget, in which case the guard wins. ``min_keep = 0`` (the default) is plain allocation.
+
+The criteria ``magnitude`` / ``random`` ``(weights, masks, rates, scope) -> masks`` (scope ``layer``
+or ``global``) are kept: they are the ``magnitude`` / ``random`` scores under ``layerwise`` /
+``global`` allocation, with the same results to the bit.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from . import masks as M
 from .errors import ConfigError, LthError
+from .registry import Registry
+from .scores import SCORES, Score, ScoreInputs, random_scores  # noqa: F401  (random_scores: older callers)
 
 Rates = dict[str, float]
 Criterion = Callable[..., M.Masks]
+Pool = tuple[tuple[str, ...], float]  # tensors that share one threshold, and the rate they are pruned at
 
 
 def n_prune(rate: float, surviving: int) -> int:
@@ -33,51 +59,134 @@ def _keep_top(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return out
 
 
-def _scored(weights, masks, rates, scope, score_fn) -> M.Masks:
-    """Shared core: prune the lowest-scoring survivors; pruned entries score -inf so they stay pruned."""
-    scores = {}
-    for name, m in masks.items():
-        s = score_fn(name, weights[name]).float().flatten()
-        scores[name] = torch.where(m.flatten(), s, torch.full_like(s, -float("inf")))
-    if scope == "layer":
-        new = {}
-        for name, m in masks.items():
-            alive = int(m.sum())
-            keep = alive - n_prune(rates.get(name, 0.0), alive)
-            new[name] = _keep_top(scores[name], keep).view_as(m)
-        return new
-    if scope == "global":
-        rate = set(rates.values())
-        if len(rate) != 1:
-            raise ConfigError("global pruning takes one rate for all layers, got several")
-        alive = sum(int(m.sum()) for m in masks.values())
-        keep = alive - n_prune(rate.pop(), alive)
-        names = list(masks)
-        flat = _keep_top(torch.cat([scores[n] for n in names]), keep)
-        new, i = {}, 0
-        for n in names:
+def _rankable(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Flat scores to rank: float32 (float64 kept), non-finite survivors clamped, pruned entries -inf."""
+    s = score.detach().flatten()
+    s = s if s.dtype == torch.float64 else s.float()
+    lo, hi = torch.finfo(s.dtype).min, torch.finfo(s.dtype).max
+    s = torch.nan_to_num(s, nan=lo, posinf=hi, neginf=lo)  # a no-op on finite scores
+    return torch.where(mask.flatten(), s, torch.full_like(s, -float("inf")))
+
+
+def allocate(scores: dict[str, torch.Tensor], masks: M.Masks, pools: list[Pool], *, min_keep: int = 0) -> M.Masks:
+    """New masks: in each pool remove ``n_prune(rate, surviving)`` lowest-scoring survivors."""
+    new = dict(masks)
+    for names, rate in pools:
+        flat = [_rankable(scores[n], masks[n]) for n in names]
+        alive = [int(masks[n].sum()) for n in names]
+        keep = sum(alive) - n_prune(rate, sum(alive))
+        reserved = None
+        if min_keep > 0:  # the layer-collapse guard: each tensor's best min_keep first
+            reserved = [_keep_top(s, min(min_keep, a)) for s, a in zip(flat, alive)]
+            n_res = sum(min(min_keep, a) for a in alive)
+            keep = max(keep, n_res) - n_res
+            flat = [s.masked_fill(r, -float("inf")) for s, r in zip(flat, reserved)]
+        kept = _keep_top(flat[0] if len(flat) == 1 else torch.cat(flat), keep)
+        i = 0
+        for j, n in enumerate(names):
             k = masks[n].numel()
-            new[n] = flat[i : i + k].view_as(masks[n])
+            m = kept[i : i + k]
+            new[n] = (m if reserved is None else m | reserved[j]).view_as(masks[n])
             i += k
-        return new
-    raise ConfigError(f"prune scope must be 'layer' or 'global', got {scope!r}")
+    return new
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A registered allocation: ``pools(names, spec)`` and, called, the masks (see the docstring)."""
+
+    name: str
+    pools: Callable[[list[str], Any], list[Pool]]
+
+    def __call__(self, scores, masks: M.Masks, spec, *, min_keep: int = 0) -> M.Masks:
+        return allocate(scores, masks, self.pools(list(masks), spec), min_keep=min_keep)
+
+
+@dataclass(frozen=True)
+class GroupRates:
+    """Spec of the ``groups`` allocation: ``rates`` group -> rate, ``of`` tensor -> group."""
+
+    rates: dict[str, float]
+    of: dict[str, str]
+    default: float | Rates = 0.0  # rate of a tensor in no group (a dict: per tensor)
+    pooled: bool = True  # one threshold per group; False: each tensor on its own at the group's rate
+
+
+ALLOCATIONS: Registry[Allocation] = Registry("allocation")
+
+
+def _allocation(name: str):
+    def add(pools):
+        ALLOCATIONS.register(name)(Allocation(name, pools))
+        return pools
+
+    return add
+
+
+@_allocation("layerwise")
+def layerwise_pools(names: list[str], rates: Rates) -> list[Pool]:
+    return [((n,), rates.get(n, 0.0)) for n in names]
+
+
+@_allocation("global")
+def global_pools(names: list[str], rate: float | Rates) -> list[Pool]:
+    if isinstance(rate, dict):
+        values = set(rate.values())
+        if len(values) != 1:
+            raise ConfigError("global pruning takes one rate for all layers, got several")
+        rate = values.pop()
+    return [(tuple(names), rate)]
+
+
+@_allocation("groups")
+def group_pools(names: list[str], spec: GroupRates) -> list[Pool]:
+    unknown = sorted(set(spec.of.values()) - set(spec.rates))
+    if unknown:
+        raise ConfigError(f"groups {unknown} have no rate (rates given for {sorted(spec.rates)})")
+    pools: list[Pool] = []
+    for group, rate in spec.rates.items():
+        members = tuple(n for n in names if spec.of.get(n) == group)
+        if members:
+            pools += [(members, rate)] if spec.pooled else [((n,), rate) for n in members]
+    d = spec.default
+    return pools + [((n,), d.get(n, 0.0) if isinstance(d, dict) else d) for n in names if n not in spec.of]
+
+
+def allocation(scope: str) -> Allocation:
+    """The allocation a scope names (``layer`` is ``layerwise``, the lottery's name for it)."""
+    return ALLOCATIONS.get("layerwise" if scope == "layer" else scope)
+
+
+def kind_groups(model: nn.Module, names: list[str]) -> dict[str, str]:
+    """Tensor -> ``output`` | ``shortcut`` | ``conv`` | ``fc``, for :class:`GroupRates`.
+
+    The output layer is ``model.output_layer`` when the model names it, else the last tensor;
+    shortcuts are names containing ``shortcut`` or ``downsample``; conv kernels have dim >= 3.
+    """
+    out, params = getattr(model, "output_layer", None), dict(model.named_parameters())
+
+    def kind(n: str) -> str:
+        if n.startswith(f"{out}.") if out else n == names[-1]:
+            return "output"
+        if "shortcut" in n or "downsample" in n:
+            return "shortcut"
+        return "conv" if params[n].dim() >= 3 else "fc"
+
+    return {n: kind(n) for n in names}
+
+
+def _scored(weights, masks, rates, scope, score: Score, seed: int = 0) -> M.Masks:
+    return allocation(scope)(score(ScoreInputs(weights, masks, seed=seed)), masks, rates)
 
 
 def magnitude(weights: dict[str, torch.Tensor], masks: M.Masks, rates: Rates, scope: str = "layer") -> M.Masks:
     """Remove the surviving weights of smallest magnitude (Han et al. 2015; Frankle & Carbin 2019)."""
-    return _scored(weights, masks, rates, scope, lambda _n, w: w.detach().abs())
+    return _scored(weights, masks, rates, scope, SCORES.get("magnitude"))
 
 
 def random(weights, masks: M.Masks, rates: Rates, scope: str = "layer", *, seed: int = 0) -> M.Masks:
     """Remove surviving weights uniformly at random (same counts as magnitude pruning would)."""
-    return _scored(weights, masks, rates, scope, lambda n, w: random_scores(seed, n, w.shape))
-
-
-def random_scores(seed: int, name: str, shape) -> torch.Tensor:
-    """Seed-derived uniform scores, bit-exact on every machine (they go through lth.init's hash)."""
-    from .init import Dist, generate
-
-    return generate(seed, "random_mask/" + name, tuple(shape), Dist("uniform", 1.0))
+    return _scored(weights, masks, rates, scope, SCORES.get("random"), seed)
 
 
 def random_like(masks: M.Masks, seed: int) -> M.Masks:
@@ -109,46 +218,114 @@ def layer_rates(names: list[str], rate: float, overrides: dict[str, float] | Non
 
 
 class Pruner:
-    """Owns the masks of one model, the way an optimizer owns its state.
+    """Owns the masks of one model, the way an optimizer owns its state: a score x an allocation.
 
     >>> pruner = Pruner(model, rate=0.2)          # masks all True over weights with dim >= 2
     >>> opt.step(); pruner.apply()                 # keep pruned weights at exactly zero
     >>> pruner.step()                              # prune 20% of the surviving weights by magnitude
+    >>> pruner.step_to(0.05)                       # prune to 5% density (what sparsity schedules call)
+    >>> Pruner(model, 0.5, criterion="snip").step(ScoreInputs(loss=batch_loss))
     >>> pruner.state_dict()                        # {'masks': ..., 'rates': ..., 'scope': ...}
+
+    ``criterion``: a ``SCORES`` name, a :class:`~lth.scores.Score`, or a criterion function
+    ``(weights, masks, rates, scope) -> masks`` (only :meth:`step` takes those). ``scope``: an
+    ``ALLOCATIONS`` name or ``layer``; ``groups`` takes ``groups`` (tensor -> group) and
+    ``group_rates`` (group -> rate), tensors in no group use ``rate`` / ``layer_rates_``.
+    ``min_keep``: the layer-collapse guard. ``rounds``: rounds per step (default: the score's, 100
+    for SynFlow); round k of n moves each pool from ``a`` survivors towards its target ``t`` along
+    the exponential schedule ``a * (t / a) ** (k / n)``, rescoring before each round.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        rate: float = 0.2,
-        *,
-        scope: str = "layer",
-        criterion: str | Criterion = "magnitude",
-        layer_rates_: dict[str, float] | None = None,
-        names: list[str] | None = None,
-        seed: int = 0,
-    ):
+    def __init__(self, model: nn.Module, rate: float = 0.2, *, scope: str = "layer",
+                 criterion: str | Score | Criterion = "magnitude", layer_rates_: dict[str, float] | None = None,
+                 names: list[str] | None = None, seed: int = 0, groups: dict[str, str] | None = None,
+                 group_rates: dict[str, float] | None = None, min_keep: int = 0, rounds: int | None = None):
         self.model = model
         self.params = dict(model.named_parameters())
         self.names = names if names is not None else M.prunable_names(model)
         self.rates = layer_rates(self.names, rate, layer_rates_)
-        if scope not in ("layer", "global"):
-            raise ConfigError(f"prune scope must be 'layer' or 'global', got {scope!r}")
+        self.allocation = allocation(scope)
         self.scope = scope
-        if isinstance(criterion, str):
-            if criterion not in CRITERIA:
-                raise ConfigError(f"unknown criterion {criterion!r}; choose from {sorted(CRITERIA)}")
-            criterion = CRITERIA[criterion]
-        self.criterion = criterion
+        self.groups = None
+        if self.allocation.name == "groups":
+            layer_rates(list(group_rates or {}), 0.0, group_rates)  # validates the group rates
+            self.groups = GroupRates(dict(group_rates or {}), dict(groups or {}), default=self.rates)
+        self.criterion = None if isinstance(criterion, (str, Score)) else criterion
+        self.score = None if self.criterion else SCORES.get(criterion) if isinstance(criterion, str) else criterion
+        if min_keep < 0 or (rounds is not None and rounds < 1):
+            raise ConfigError(f"min_keep must be >= 0 and rounds >= 1, got {min_keep} and {rounds}")
+        self.min_keep = min_keep
+        self.rounds = rounds
         self.seed = seed
         self.level = 0
         self.masks = M.ones(self.params, self.names)
 
+    def spec(self):
+        """What the allocation is given: the groups spec, or the per-tensor rates."""
+        return self.groups if self.groups is not None else self.rates
+
+    def score_inputs(self, inputs: ScoreInputs | None = None) -> ScoreInputs:
+        """``inputs`` (its loss, input shape, model) with this pruner's weights, masks and seed."""
+        inputs = inputs or ScoreInputs()
+        return replace(
+            inputs,
+            weights=self.params,
+            masks=self.masks,
+            model=inputs.model if inputs.model is not None else self.model,
+            seed=self.seed + self.level,
+        )
+
     @torch.no_grad()
-    def step(self) -> M.Masks:
-        """Prune one level: new masks from the current weights, applied to the weights."""
-        kw = {"seed": self.seed + self.level} if self.criterion is random else {}
-        self.masks = self.criterion(self.params, self.masks, self.rates, self.scope, **kw)
+    def step(self, inputs: ScoreInputs | None = None) -> M.Masks:
+        """Prune one level: each pool loses ``n_prune(rate, surviving)``; applied to the weights.
+
+        ``inputs`` supplies what data-driven (``loss``) and data-free (``input_shape``) scores need;
+        the pruner supplies weights, masks and the seed.
+        """
+        if self.criterion is not None:
+            kw = {"seed": self.seed + self.level} if self.criterion is random else {}
+            self.masks = self.criterion(self.params, self.masks, self.rates, self.scope, **kw)
+        else:
+            pools = self.allocation.pools(self.names, self.spec())
+            alive = [sum(int(self.masks[n].sum()) for n in names) for names, _ in pools]
+            self._reach([(names, a - n_prune(r, a)) for (names, r), a in zip(pools, alive)], inputs)
+        return self._advance()
+
+    @torch.no_grad()
+    def step_to(self, density: float, inputs: ScoreInputs | None = None) -> M.Masks:
+        """Prune every pool to ``round-half-up(density * size)`` survivors (never regrows).
+
+        Under ``global`` that is the overall density; under ``layerwise`` every tensor's (rates are
+        ignored: the target is the density). Iterative scores take ``rounds`` rounds to get there.
+        """
+        if not 0.0 <= density <= 1.0:
+            raise ConfigError(f"density must be in [0, 1], got {density}")
+        if self.criterion is not None:
+            raise ConfigError("step_to needs a score (a SCORES name or a Score), not a criterion function")
+        pools = self.allocation.pools(self.names, self.spec())
+        sizes = [sum(self.masks[n].numel() for n in names) for names, _ in pools]
+        self._reach([(names, int(density * k + 0.5)) for (names, _), k in zip(pools, sizes)], inputs)
+        return self._advance()
+
+    def _rounds(self) -> int:
+        return self.rounds if self.rounds is not None else self.score.rounds
+
+    def _reach(self, targets: list[tuple[tuple[str, ...], int]], inputs: ScoreInputs | None) -> None:
+        """Move each pool to its target count of survivors over ``rounds`` exponential rounds."""
+        n = self._rounds()
+        start = [sum(int(self.masks[x].sum()) for x in names) for names, _ in targets]
+        for k in range(1, n + 1):
+            pools = []
+            for (names, target), a in zip(targets, start):
+                target = min(target, a)
+                keep = target if k == n or a == 0 else int(a * (target / a) ** (k / n) + 0.5)
+                alive = sum(int(self.masks[x].sum()) for x in names)
+                pools.append((names, (alive - keep) / alive if alive > keep else 0.0))
+            scores = self.score(self.score_inputs(inputs))
+            self.masks = allocate(scores, self.masks, pools, min_keep=self.min_keep)
+            self.apply()
+
+    def _advance(self) -> M.Masks:
         self.level += 1
         self.apply()
         return self.masks
@@ -191,11 +368,22 @@ class Pruner:
         self.names = list(self.masks)
         self.rates = dict(state.get("rates", self.rates))
         self.scope = state.get("scope", self.scope)
+        self.allocation = allocation(self.scope)
         self.level = state.get("level", 0)
         self.apply()
 
 
+def prune_at_init(model: nn.Module, density: float, score: str | Score = "synflow", *, scope: str = "global",
+                  loss: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+                  input_shape: tuple[int, ...] | None = None, min_keep: int = 1, **pruner_kw) -> M.Masks:
+    """Masks of ``density`` chosen at init by ``score`` (SynFlow: 100 rounds; SNIP/GraSP: one shot,
+    or ``rounds=n``), with the layer-collapse guard on (``min_keep=1``). Zeroes the pruned weights."""
+    pruner = Pruner(model, 0.0, scope=scope, criterion=score, min_keep=min_keep, **pruner_kw)
+    return pruner.step_to(density, ScoreInputs(loss=loss, input_shape=input_shape))
+
+
 # --- interop with torch.nn.utils.prune ------------------------------------------------------------
+
 
 
 def to_torch_prune(model: nn.Module, masks: M.Masks) -> nn.Module:

@@ -33,12 +33,9 @@ from .init import init_from_seed
 from .io import atomic_save_tensors, load_tensors
 from .presets import Config, validate
 from .run import RunDir
-from .train import TrainSpec, flatten_optimizer_state, train, unflatten_optimizer_state
+from .snapshots import SNAPSHOT_SECONDS, Snapshots  # noqa: F401 - tests lower the interval here
+from .train import TrainSpec, train
 
-# A batched level saves a mid-level snapshot (weights, optimizer, rows so far) at an evaluation when at
-# least this many seconds have passed since the last one: a killed long run (a 10-minute language
-# model) resumes mid-level, while short LeNet levels never pay for the writes.
-SNAPSHOT_SECONDS = 60.0
 
 
 @dataclass
@@ -242,50 +239,11 @@ class Lottery:
 
     # --- mid-level snapshots ---------------------------------------------------------------------
 
-    def _snapshot_paths(self, level: int):
-        d = self.run.level_dir(level)
-        return d / "partial.safetensors", d / "partial.json"
-
-    def _save_snapshot(self, level, step, ens, state, rows) -> None:
-        if not self.ctx.main:
-            return
-        import json
-
-        from .io import atomic_write_json
-
-        tensors, opt_meta = flatten_optimizer_state(state["optimizer"])
-        tensors.update({f"param.{n}": p.detach().cpu().contiguous() for n, p in zip(ens.names, ens.stacked)})
-        for s, members in state["captured"].items():
-            for i, m in enumerate(members):
-                tensors.update({f"cap.{s}.{i}.{n}": v for n, v in m.items()})
-        ten, meta = self._snapshot_paths(level)
-        atomic_save_tensors(tensors, ten)
-        # the JSON goes last: a snapshot counts only once both files are whole
-        atomic_write_json(meta, {"step": step, "train_seconds": state["train_seconds"], "optimizer": opt_meta,
-                                 "rows": json.loads(json.dumps(rows)), "captured": sorted(state["captured"]),
-                                 "members": len(ens.stacked[0])})
-
-    def _load_snapshot(self, level, ens):
-        import json
-
-        ten, meta = self._snapshot_paths(level)
-        if not (ten.exists() and meta.exists()):
-            return None
-        m = json.loads(meta.read_text())
-        tensors = load_tensors(ten)
-        with torch.no_grad():
-            for n, p in zip(ens.names, ens.stacked):
-                p.copy_(tensors[f"param.{n}"])
-        captured = {int(s): [{k.split(".", 3)[3]: v for k, v in tensors.items() if k.startswith(f"cap.{s}.{i}.")}
-                             for i in range(m["members"])] for s in m["captured"]}
-        state = {"optimizer": unflatten_optimizer_state(tensors, m["optimizer"]),
-                 "train_seconds": m["train_seconds"], "captured": captured}
-        return m["step"], state, m["rows"]
+    def _snapshots(self, level: int) -> Snapshots:
+        return Snapshots(self.run.level_dir(level) / "partial", writer=self.ctx.main, every=SNAPSHOT_SECONDS)
 
     def _drop_snapshot(self, level: int) -> None:
-        if self.ctx.main:
-            for p in self._snapshot_paths(level):
-                p.unlink(missing_ok=True)
+        self._snapshots(level).drop()
 
     def _train_group(self, group, level, start, capture, rows, bar, *, partial: bool = False):
         dev = self.device
@@ -306,20 +264,14 @@ class Lottery:
 
         resume, snapshot = None, None
         if partial:
-            import time
-
-            found = self._load_snapshot(level, ens)
+            snaps = self._snapshots(level)
+            found = snaps.load(ens)
             if found is not None:
                 step, resume, saved = found
                 rows.extend(r for r in saved if int(r["step"]) != step)  # step `step` is evaluated again
                 bar.update(step - start)
                 start = step
-            last = [time.monotonic()]
-
-            def snapshot(step, state):
-                if time.monotonic() - last[0] >= SNAPSHOT_SECONDS:
-                    self._save_snapshot(level, step, ens, state, rows)
-                    last[0] = time.monotonic()
+            snapshot = snaps.callback(ens, rows)
 
         captured = train(
             ens, masks, self.task, self.spec, [self.seeds[g.trial] for g in group],

@@ -46,6 +46,10 @@ class Config:
     max_minutes: float | None = None  # wall-clock budget per training run; stops early when spent
     matrix_lr: float | None = None  # optimizer "muon": its rate for hidden matrices (lr: the rest)
     compile: bool | None = None  # torch.compile the model: None = on CUDA only
+    # learning-rate schedule (lth.optimizers.LR_SCHEDULES; None: constant with warmup/warmdown)
+    lr_schedule: str | None = None
+    milestones: list | None = None  # lr_schedule "step": steps where the rate is multiplied by gamma
+    gamma: float | None = None  # lr_schedule "step": that factor (None: 0.1)
     # the lottery procedure
     levels: int = 20
     prune_rate: float = 0.2
@@ -63,7 +67,6 @@ class Config:
     rule: str | None = None  # ste | topk | bernoulli (default topk)
     density: float | None = None  # target fraction of weights kept (topk: exact per layer)
     score_init: str | None = None  # lth.init scheme for the initial scores (seed derived from the trial's)
-    lr_schedule: str | None = None  # constant | cosine
     scale_lr: float | None = None  # Adam rate of the learned scales (0: scales stay at 1/sqrt(density))
     temperature: float | None = None  # ste: T at step 0 (mask = sigmoid(score / T) >= threshold)
     temperature_final: float | None = None  # ste: T at the last step (geometric annealing)
@@ -219,7 +222,7 @@ def parse_value(key: str, text: str):
     t = str(types[key])
     try:
         if t.startswith("list"):
-            return [s for s in text.split(",") if s]
+            return [_scalar(s) for s in text.split(",") if s]
         if t.startswith("dict"):
             out = {}
             for item in filter(None, text.split(",")):
@@ -303,6 +306,13 @@ def validate(cfg: Config) -> Config:
          f"batch_size {cfg.batch_size} is not divisible by grad_accum {cfg.grad_accum}")
     need(cfg.max_minutes is None or cfg.max_minutes > 0, f"max_minutes must be > 0, got {cfg.max_minutes}")
     need(cfg.matrix_lr is None or cfg.matrix_lr > 0, f"matrix_lr must be > 0, got {cfg.matrix_lr}")
+    from .optimizers import LR_SCHEDULES
+
+    need(cfg.lr_schedule is None or cfg.lr_schedule in LR_SCHEDULES,
+         f"lr_schedule must be one of {', '.join(LR_SCHEDULES.names())}, got {cfg.lr_schedule!r}")
+    need(cfg.gamma is None or 0.0 < cfg.gamma <= 1.0, f"gamma must be in (0, 1], got {cfg.gamma}")
+    need(cfg.milestones is None or all(isinstance(m, int) and m > 0 for m in cfg.milestones),
+         f"milestones must be positive step counts, got {cfg.milestones}")
     need(cfg.seq_len is None or cfg.seq_len >= 1, f"seq_len must be >= 1, got {cfg.seq_len}")
     need(cfg.eval_tokens is None or cfg.eval_tokens >= 1, f"eval_tokens must be >= 1, got {cfg.eval_tokens}")
     need(

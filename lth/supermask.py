@@ -55,7 +55,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 from typing import Callable
 
 import torch
@@ -110,8 +109,10 @@ def check(cfg) -> None:
     need(0.0 < cfg.density <= 1.0, f"density must be in (0, 1], got {cfg.density}")
     need(cfg.score_init in SCHEMES, f"unknown score_init {cfg.score_init!r}; choose from {sorted(SCHEMES)}")
     need(cfg.scale_lr >= 0, f"scale_lr must be >= 0 (0: scales stay at their init), got {cfg.scale_lr}")
-    need(cfg.lr_schedule in ("constant", "cosine", "warmdown"),
-         f"lr_schedule must be constant, cosine or warmdown, got {cfg.lr_schedule!r}")
+    from .optimizers import LR_SCHEDULES
+
+    need(cfg.lr_schedule in LR_SCHEDULES,
+         f"lr_schedule must be one of {', '.join(LR_SCHEDULES.names())}, got {cfg.lr_schedule!r}")
     if cfg.rule == "ste":
         need(cfg.temperature > 0 and cfg.temperature_final > 0,
              f"temperatures must be > 0, got {cfg.temperature} and {cfg.temperature_final}")
@@ -190,6 +191,7 @@ class Supermask(nn.Module):
         for p in self.base.parameters():
             p.requires_grad_(False)
         self.rule, self.density, self.threshold = rule, float(density), float(threshold)
+        self.scale_lr = 1e-3  # Adam rate of the scales (train_supermask sets the config's)
         self.temperature = float(temperature)
         self.members = len(weights)
         self.names = [n for n, _ in model.named_parameters()]
@@ -307,6 +309,42 @@ class Supermask(nn.Module):
             return functional_call(self.base, state, x)
         return vmap(lambda s, *xi: functional_call(self.base, s, xi))(state, *x)
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """What training changes (for a mid-run snapshot): scores, scales, learned scales, and the
+        ``bernoulli`` rule's mask-sampling generators."""
+        out = {f"score.{n}": t for n, t in self.score_dict().items()}
+        out.update({f"scale.{n}": t for n, t in self.scale_dict().items()})
+        out.update({f"param.{n}": t for n, t in self.learned_dict().items()})
+        gens = getattr(self, "_dev_gens", None) or self.generators or []
+        out.update({f"generator.{i}": g.get_state() for i, g in enumerate(gens)})
+        return out
+
+    @torch.no_grad()
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        mine = self.training_state()
+        if set(mine) != set(state):
+            raise ValueError(f"snapshot entries {sorted(set(state) ^ set(mine))[:3]} do not fit this supermask")
+        gens = getattr(self, "_dev_gens", None) or self.generators or []
+        for k, v in mine.items():
+            if k.startswith("generator."):
+                gens[int(k.split(".")[1])].set_state(state[k])
+            else:
+                v.copy_(state[k])
+
+    def optim_groups(self, spec) -> list:
+        """Scores: the config's optimizer, rate and weight decay. Scales (and the model's own learned
+        scales): Adam at ``scale_lr``, no decay. Both in torch's default (foreach) kernels.
+
+        The scales get their own optimizer because one scale's gradient sums over a whole layer: at the
+        scores' SGD rate (~0.1) it overshoots (scales turn negative and the ReLUs die), while Adam moves it
+        by about ``scale_lr`` per step whatever the gradient's size."""
+        from .optimizers import Group
+
+        if spec.optimizer not in ("sgd", "adam", "adamw"):
+            raise ConfigError(f"supermask scores train with sgd, adam or adamw, not {spec.optimizer!r}")
+        return [Group(list(self.scores), spec.optimizer, spec.lr, spec.weight_decay, spec.momentum, fused=False),
+                Group([*self.scales, *self.learned_params], "adam", self.scale_lr, fused=False)]
+
     # --- density control -------------------------------------------------------------------------
 
     def density_loss(self, strength: float, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -408,57 +446,38 @@ def temperature_at(cfg, step: int) -> float:
     return cfg.temperature * (cfg.temperature_final / cfg.temperature) ** frac
 
 
-def lr_factor(cfg, step: int, elapsed: float = 0.0) -> float:
-    """The learning-rate schedule as a factor of the base rates: 1, cosine from 1 to 0, or ``warmdown``:
-    the trainer's warmup / constant / linear warmdown (:func:`lth.train.lr_factor`, time budget aware)."""
-    if cfg.lr_schedule == "warmdown":
-        from .train import TrainSpec
-        from .train import lr_factor as trapezoid
-
-        return trapezoid(TrainSpec.from_config(cfg), step, elapsed)
-    if cfg.lr_schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * step / cfg.iterations))
-    return 1.0
-
-
-class Optimizers:
-    """Scores: the config's optimizer, lr and weight decay. Scales: Adam at ``scale_lr``, no decay.
-
-    The scales get their own optimizer because one scale's gradient sums over a whole layer: at the
-    scores' SGD rate (~0.1) it overshoots (scales turn negative and the ReLUs die), while Adam moves it
-    by about ``scale_lr`` per step whatever the gradient's size.
-    """
-
-    def __init__(self, sm: Supermask, cfg):
-        scores = list(sm.scores)
-        if cfg.optimizer == "sgd":
-            self.scores = torch.optim.SGD(scores, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adam":
-            self.scores = torch.optim.Adam(scores, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adamw":
-            self.scores = torch.optim.AdamW(scores, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw or sgd")
-        self.scales = torch.optim.Adam([*sm.scales, *sm.learned_params], lr=cfg.scale_lr)
-        self.base = [(self.scores, cfg.lr), (self.scales, cfg.scale_lr)]
-
-    def set_factor(self, f: float) -> None:
-        for opt, lr in self.base:
-            for g in opt.param_groups:
-                g["lr"] = lr * f
-
-    def zero_grad(self) -> None:
-        self.scores.zero_grad(set_to_none=True)
-        self.scales.zero_grad(set_to_none=True)
-
-    def step(self) -> None:
-        self.scores.step()
-        if self.base[1][1] > 0:
-            self.scales.step()
-
-
 # ---------------------------------------------------------------------------------------------------
-# training
+# training: the one loop (lth.train.train) with the supermask's hooks
+
+
+class SupermaskHooks:
+    """What supermask training changes in the one training loop (:func:`lth.train.train`): the masks are
+    formed once per step from the scores (so the forward pass and the density pull see the same, for
+    ``bernoulli`` the same sampled, masks), the temperature anneals with the schedule's step, and each
+    evaluation also records the actual mask density and the temperature."""
+
+    def __init__(self, sm: "Supermask", cfg):
+        self.sm, self.cfg = sm, cfg
+        self.penalty = cfg.density_penalty or 0.0
+        self._masks = None
+
+    def begin_step(self, step: int, at: int) -> None:
+        if self.cfg.rule == "ste":
+            self.sm.temperature = temperature_at(self.cfg, at)
+
+    def forward(self, model, x):
+        self._masks = self.sm.soft_masks()
+        return model(x, masks=self._masks)
+
+    def extra_loss(self):
+        return self.sm.density_loss(self.penalty, self._masks) if self.penalty > 0 else None
+
+    def end_step(self, step: int):
+        return None
+
+    def metrics(self, metrics: dict) -> None:
+        metrics["remaining"] = remaining(self.sm)
+        metrics["temperature"] = self.sm.temperature
 
 
 def evaluate(sm: Supermask, task, splits=None) -> dict[str, torch.Tensor]:
@@ -469,63 +488,16 @@ def evaluate(sm: Supermask, task, splits=None) -> dict[str, torch.Tensor]:
 
 
 def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
-                    on_eval: Callable[[int, dict], None] | None = None, progress=None,
-                    on_step: Callable[[int], None] | None = None) -> None:
+                    on_eval: Callable[[int, dict], None] | None = None, progress=None, **kw) -> None:
     """Train scores and scales for ``cfg.iterations`` steps, or until the time budget ``max_minutes`` is
-    spent (then the schedules run on the fraction of it spent); data order per member from its seed."""
-    from .dist import Context
-    from .train import Batches, Clock, autocast
+    spent (then the schedules run on the fraction of it spent): the one training loop,
+    :func:`lth.train.train`, with :class:`SupermaskHooks` (``kw``: its ``ctx``, ``snapshot``, ``resume``,
+    ``start``). Scores train with ``cfg``'s optimizer and schedule, scales with Adam at ``scale_lr``."""
+    from .train import TrainSpec, train
 
-    opt = Optimizers(sm, cfg)
-    batches = Batches(seeds, task.train_size, cfg.batch_size)
-    dev = sm.scores[0].device
-    penalty = cfg.density_penalty or 0.0
-    sm.train()
-
-    clock = Clock(Context(), dev)
-
-    reported: list[int] = []
-
-    def report(step):
-        reported.append(step)
-        if on_eval is not None:
-            metrics = evaluate(sm, task)
-            metrics["remaining"] = remaining(sm)
-            metrics["temperature"] = sm.temperature
-            metrics["train_seconds"] = torch.full((sm.members,), round(clock.spent, 3), dtype=torch.float64)
-            on_eval(step, metrics)
-
-    budget = 60.0 * cfg.max_minutes if cfg.max_minutes else None
-    step = 0
-    while step < cfg.iterations:
-        if step % cfg.eval_every == 0:
-            report(step)
-        elapsed = clock.elapsed()
-        if budget is not None and elapsed >= budget:
-            break
-        clock.start()
-        # under a time budget the schedules follow the larger of the step and time fractions
-        at = step if budget is None else max(step, round(cfg.iterations * elapsed / budget))
-        if cfg.rule == "ste":
-            sm.temperature = temperature_at(cfg, at)
-        opt.set_factor(lr_factor(cfg, at if cfg.lr_schedule != "warmdown" else step, elapsed))
-        x, y = task.batch(batches(step))
-        masks = sm.soft_masks()  # once per step: forward and density pull see the same (sampled) masks
-        with autocast(dev):
-            loss = task.loss(sm(x, masks), y)
-        if penalty > 0:
-            loss = loss + sm.density_loss(penalty, masks)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        clock.stop()
-        if on_step is not None:
-            on_step(step)
-        if progress is not None:
-            progress.update(1)
-        step += 1
-    if reported[-1:] != [step]:  # a budget that ran out right after an evaluation: no second row
-        report(step)
+    sm.scale_lr = cfg.scale_lr
+    train(sm, {}, task, TrainSpec.from_config(cfg), seeds, hooks=SupermaskHooks(sm, cfg), on_eval=on_eval,
+          progress=progress, **kw)
 
 
 def remaining(sm: Supermask) -> list[float]:
@@ -543,19 +515,19 @@ class SupermaskRun:
     """One supermask experiment (``cfg.trials`` trials) bound to a run directory."""
 
     def __init__(self, cfg, out, *, progress: bool = True):
+        from . import dist as D
         from .lottery import build_template, load_task, pick_device, prunable, resolve
         from .presets import validate
         from .run import RunDir
 
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("supermask training runs in one process (no torchrun)")
         cfg = resolve_config(validate(cfg))
         self.device = pick_device(cfg.device)
+        self.ctx = D.setup(self.device)  # under torchrun: data-parallel, rank 0 alone writes
         self.task = load_task(cfg, self.device)
         self.cfg = resolve(cfg, self.task.train_size)
-        self.run = RunDir(out)
+        self.run = RunDir(out, writer=self.ctx.main)
         self.run.open(self.cfg.to_dict(), self.device)
-        self.progress = progress
+        self.progress = progress and self.ctx.main
         self.template = build_template(self.cfg, self.task)
         self.names = prunable(self.cfg, self.template)
         self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]
@@ -598,8 +570,6 @@ class SupermaskRun:
         ).to(self.device)
 
     def train_group(self, trials: list[int], bar) -> None:
-        from .io import atomic_save_tensors
-
         cfg = self.cfg
         sm = self.build(trials)
         rows: list[dict] = []
@@ -615,7 +585,29 @@ class SupermaskRun:
             bar.set_postfix(val_acc=f"{float(metrics['val_acc'].mean()):.4f}",
                             density=f"{sum(metrics['remaining']) / len(trials):.3f}", step=step)
 
-        train_supermask(sm, self.task, cfg, [self.seeds[t] for t in trials], on_eval=on_eval, progress=bar)
+        from .dist import barrier
+        from .lottery import SNAPSHOT_SECONDS
+        from .snapshots import Snapshots
+
+        snaps = Snapshots(self.run.path / f"partial_trials{'-'.join(map(str, trials))}", writer=self.ctx.main,
+                          every=SNAPSHOT_SECONDS)
+        start, resume = 0, None
+        found = snaps.load(sm)
+        if found is not None:  # a killed run continues from its last snapshot, exactly
+            start, resume, saved = found
+            rows.extend(r for r in saved if int(r["step"]) != start)  # step `start` is evaluated again
+            bar.update(start)
+        train_supermask(sm, self.task, cfg, [self.seeds[t] for t in trials], on_eval=on_eval, progress=bar,
+                        ctx=self.ctx, start=start, resume=resume, snapshot=snaps.callback(sm, rows))
+        if self.ctx.main:
+            self._save_group(sm, trials, rows)
+            snaps.drop()
+        barrier(self.ctx)
+
+    def _save_group(self, sm: Supermask, trials: list[int], rows: list[dict]) -> None:
+        from .io import atomic_save_tensors
+
+        cfg = self.cfg
         for i, t in enumerate(trials):
             flat = sm.member_checkpoint(i)
             meta = {"rule": cfg.rule, "seed": str(self.seeds[t]), "init": cfg.init, "model": cfg.model,

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from . import dist as D
-from .ensemble import Ensemble
 from .errors import ConfigError
 
 
@@ -38,6 +37,9 @@ class TrainSpec:
     max_minutes: float | None = None  # training wall-clock budget (evaluation time not counted)
     matrix_lr: float | None = None  # muon: rate of the hidden matrices
     compile: bool | None = None  # torch.compile: None = on CUDA only
+    lr_schedule: str | None = None  # an lth.optimizers.LR_SCHEDULES name (None: constant + warmup/warmdown)
+    milestones: list | None = None  # lr_schedule "step": steps where the rate is multiplied by gamma
+    gamma: float | None = None  # lr_schedule "step": the factor (default 0.1)
 
     @classmethod
     def from_config(cls, cfg) -> "TrainSpec":
@@ -46,40 +48,59 @@ class TrainSpec:
         return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
-ELEMENTWISE = ("adam", "adamw", "sgd")
-
-
 def lr_factor(spec: TrainSpec, step: int, elapsed: float = 0.0) -> float:
-    """The schedule as a factor of the base rates: linear warmup over ``warmup`` steps, constant, then a
-    linear warmdown to 0 over the last ``warmdown`` fraction of training. Progress is the larger of the
-    step fraction and, under a time budget, the fraction of ``max_minutes`` spent, so a run cut by
-    its budget still ends its warmdown (as the parameter-golf baseline does)."""
-    f = min(1.0, (step + 1) / spec.warmup) if spec.warmup else 1.0
-    if spec.warmdown > 0:
-        progress = step / spec.iterations
-        if spec.max_minutes:
-            progress = max(progress, elapsed / (60.0 * spec.max_minutes))
-        f *= min(1.0, max(0.0, (1.0 - progress) / spec.warmdown))
-    return f
+    """The factor of the base rates at ``step`` under ``spec.lr_schedule`` (:mod:`lth.optimizers`)."""
+    from .optimizers import lr_factor as factor
+
+    return factor(spec, step, elapsed)
 
 
-def make_optimizer(params, spec: TrainSpec, names: list[str] | None = None, transposed=None) -> torch.optim.Optimizer:
-    if spec.optimizer == "muon":
-        from .optim import make_muon_adamw
+def optim_groups(model, spec: TrainSpec) -> list:
+    """The stacked tensors a module trains, in :class:`lth.optimizers.Group` s: its own
+    ``optim_groups(spec)`` where it declares them (the supermask: scores and scales), else every stacked
+    parameter of an :class:`~lth.ensemble.Ensemble` with the spec's optimizer, in one group."""
+    from .optimizers import Group
 
-        # Muon for the hidden matrices, AdamW (at lr) for embeddings and 1-D parameters; stacked
-        # members, matrices stored transposed (see lth.ensemble)
-        return make_muon_adamw(list(zip(names, params)), lr_matrix=spec.matrix_lr or 0.02, lr_other=spec.lr,
-                               weight_decay=spec.weight_decay, stacked=True, transposed=set(transposed or ()))
-    # fused kernels (CPU since torch 2.4, and CUDA) do Adam's elementwise math in one pass per tensor.
-    fused = {"fused": True}
-    if spec.optimizer == "adam":
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay, **fused)
-    if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, **fused)
-    if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-    raise ConfigError(f"unknown optimizer {spec.optimizer!r}; choose adam, adamw or sgd")
+    if hasattr(model, "optim_groups"):
+        return model.optim_groups(spec)
+    return [Group(list(model.stacked), spec.optimizer, spec.lr, spec.weight_decay, spec.momentum, fused=True,
+                  names=list(model.names), transposed=[n for n, t in zip(model.names, model.transposed) if t],
+                  matrix_lr=spec.matrix_lr)]
+
+
+class Hooks:
+    """What a training method changes in the one loop (:func:`train`); each is a no-op by default.
+
+    ``begin_step(step, at)`` before the step's forward (``at``: the step a step-indexed schedule is at,
+    see :func:`lth.optimizers.schedule_step`; e.g. the supermask's temperature); ``forward(model, x)``
+    forms the outputs (e.g. weights formed from masks first); ``extra_loss()`` a term added to the task's
+    loss (e.g. a density pull) or None; ``end_step(step)`` after the optimizer step: new stacked masks
+    when they changed (gradual pruning), else None; ``metrics(m)`` adds to an evaluation's metrics.
+    """
+
+    def begin_step(self, step: int, at: int) -> None:
+        pass
+
+    def forward(self, model, x):
+        return call_with(model, x)
+
+    def extra_loss(self):
+        return None
+
+    def end_step(self, step: int):
+        return None
+
+    def metrics(self, metrics: dict) -> None:
+        pass
+
+
+def call_with(model, x):
+    """``model`` on a task's inputs: one tensor, a tuple of positional inputs or a dict of keyword ones."""
+    if isinstance(x, dict):
+        return model(**x)
+    if isinstance(x, tuple):
+        return model(*x)
+    return model(x)
 
 
 def data_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -172,16 +193,16 @@ class CompiledOrEager:
         if hasattr(model, "no_sync"):  # DDP's, for gradient accumulation
             self.no_sync = model.no_sync
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         if self.compiled is not None:
             try:
-                return self.compiled(*args)
+                return self.compiled(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any compiler failure: train eagerly instead
                 import warnings
 
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
                 self.compiled = None
-        return self.eager(*args)
+        return self.eager(*args, **kwargs)
 
 
 def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -238,12 +259,13 @@ class Clock:
 
 
 def train(
-    ens: Ensemble,
+    ens,
     masks: dict[str, torch.Tensor],
     task,
     spec: TrainSpec,
     seeds: list[int],
     *,
+    hooks: Hooks | None = None,
     start: int = 0,
     capture: tuple[int, ...] = (),
     on_eval: Callable[[int, dict], None] | None = None,
@@ -252,7 +274,9 @@ def train(
     snapshot: Callable[[int, dict], None] | None = None,
     resume: dict | None = None,
 ) -> dict[int, list[dict[str, torch.Tensor]]]:
-    """Train ``ens`` from step ``start`` to ``spec.iterations`` under stacked ``masks``.
+    """Train ``ens`` (an :class:`~lth.ensemble.Ensemble`, or any module of stacked members with the same
+    protocol, e.g. :class:`lth.supermask.Supermask`) from step ``start`` to ``spec.iterations`` under
+    stacked ``masks``; what a method changes comes in through ``hooks``.
 
     Calls ``on_eval(step, metrics)`` every ``eval_every`` steps and at the end (also when the time
     budget ``max_minutes`` stops training early); returns the member states captured at the steps in
@@ -264,20 +288,23 @@ def train(
     ``start`` its step): the optimizer, clock and captured states continue from it. Data order is a
     function of the step, so the continued run sees the batches the killed one would have.
     """
+    from .optimizers import Optimizers, Progress, schedule_step
+
     ctx = ctx or D.Context()
-    params = ens.params()
+    hooks = hooks or Hooks()
+    opt = Optimizers(optim_groups(ens, spec))
+    dev = opt.params()[0].device
     # Float copies of the masks: multiplying by a bool tensor would convert it on every step.
     # Masks that keep everything (a dense level) are skipped: multiplying by 1 changes nothing.
-    fmasks = {n: m.to(params[n].dtype) for n, m in masks.items() if not bool(m.all())}
-    for n, m in fmasks.items():
-        params[n].data.mul_(m)
-    opt = make_optimizer(list(ens.stacked), spec, names=ens.names,
-                         transposed=[n for n, t in zip(ens.names, ens.transposed) if t])
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    # With a zero gradient, Adam's and SGD's updates of a zero weight are exactly zero (their state
-    # for it stays zero too), so masking gradients suffices; other optimizers re-apply the masks.
-    elementwise = spec.optimizer in ELEMENTWISE
-    dev = ens.stacked[0].device
+    params = ens.params() if masks else {}
+
+    def float_masks(ms):
+        return {n: m.to(params[n].dtype) for n, m in ms.items() if not bool(m.all())}
+
+    fmasks = float_masks(masks)
+    with torch.no_grad():
+        for n, m in fmasks.items():
+            params[n].mul_(m)
     model = ens
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -293,11 +320,8 @@ def train(
     clock = Clock(ctx, dev)
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
-        base_lrs = [g.get("initial_lr", lr) for g, lr in zip(opt.param_groups, base_lrs)]
         clock.spent = float(resume["train_seconds"])
         captured.update(resume.get("captured", {}))
-    for g, lr in zip(opt.param_groups, base_lrs):
-        g["initial_lr"] = lr  # the schedule's base, kept in the optimizer's state for a resume
 
     reported: list[int] = []
 
@@ -305,10 +329,12 @@ def train(
         reported.append(step)
         if on_eval is not None:
             metrics = evaluate(ens, task, ctx)
+            hooks.metrics(metrics)
             # training seconds so far (evaluation excluded): throughput, and bpb against wall-clock
             metrics["train_seconds"] = torch.full((ens.members,), round(clock.spent, 3), dtype=torch.float64)
             on_eval(step, metrics)
 
+    ens.train()
     step = start
     while step < spec.iterations:
         if step in capture:
@@ -323,11 +349,10 @@ def train(
         if spec.max_minutes and elapsed >= 60.0 * spec.max_minutes and step > max(capture, default=-1):
             clock.stop()
             break
-        f = lr_factor(spec, step, elapsed)
-        for g, lr in zip(opt.param_groups, base_lrs):
-            g["lr"] = lr * f
+        hooks.begin_step(step, schedule_step(spec, Progress(step, elapsed)))
+        opt.set_factor(lr_factor(spec, step, elapsed))
         idx = batches(step)[:, ctx.rank :: ctx.world]  # this rank's share of every member's batch
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         for i, part in enumerate(idx.chunk(spec.grad_accum, dim=1)):
             x, y = task.batch(part)
             last = i == spec.grad_accum - 1
@@ -335,16 +360,28 @@ def train(
             sync = model.no_sync() if ctx.active and not last and hasattr(model, "no_sync") else contextlib.nullcontext()
             with sync:
                 with autocast(dev):
-                    loss = task.loss(model(x), y) / spec.grad_accum
+                    loss = task.loss(hooks.forward(model, x), y)
+                    extra = hooks.extra_loss()
+                    if extra is not None:
+                        loss = loss + extra
+                    loss = loss / spec.grad_accum
                 loss.backward()
         with torch.no_grad():
-            grads = ens.grads()
-            for n, m in fmasks.items():
-                grads[n].mul_(m)
-            if spec.grad_clip:
-                clip_members([g for g in grads.values() if g is not None], spec.grad_clip)
+            if fmasks:
+                grads = ens.grads()
+                for n, m in fmasks.items():
+                    grads[n].mul_(m)
+            if spec.grad_clip:  # in the model's layout where the module has one (the norms' summation order)
+                grads = list(ens.grads().values()) if hasattr(ens, "grads") else [p.grad for p in opt.params()]
+                clip_members([g for g in grads if g is not None], spec.grad_clip)
         opt.step()
-        if not elementwise:
+        if not opt.elementwise:
+            with torch.no_grad():
+                for n, m in fmasks.items():
+                    params[n].mul_(m)
+        changed = hooks.end_step(step)
+        if changed is not None:  # masks that change during training (gradual pruning)
+            fmasks = float_masks(changed)
             with torch.no_grad():
                 for n, m in fmasks.items():
                     params[n].mul_(m)

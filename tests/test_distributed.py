@@ -72,3 +72,27 @@ def test_lm_loss_with_two_processes_matches_one_process_with_the_same_global_bat
     for (_, a), (_, b) in zip(*runs):
         assert abs(a - b) < 1e-4 * abs(b), (a, b)
     assert runs[1][-1][1] < runs[1][0][1]  # and it did train
+
+
+def test_supermask_with_two_processes_matches_one_process(tmp_path):
+    import csv
+
+    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if exe is None:
+        pytest.skip("torchrun not found")
+    args = ["supermask", "mnist_supermask", "--iterations", "20", "--eval-every", "10", "--trials", "2",
+            "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([exe, "--standalone", "--nproc_per_node=2", "-m", "lth.cli", *args, "--out",
+                           str(tmp_path / "ddp")], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from lth.cli import main
+
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    runs = []
+    for name in ("ddp", "one"):
+        with open(tmp_path / name / "results.csv") as f:
+            runs.append([(r["trial"], int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f)])
+    assert [r[:2] for r in runs[0]] == [r[:2] for r in runs[1]] and len(runs[0]) == 6
+    for (_, _, a), (_, _, b) in zip(*runs):
+        assert abs(a - b) < 1e-4 * abs(b), (a, b)

@@ -182,20 +182,20 @@ def test_killed_level_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_pa
     cfg = Config(name="tiny", iterations=40, eval_every=10, levels=1, trials=2, controls=["random"], prune_rate=0.5)
     lottery.run(cfg, tmp_path / "whole", progress=False)
     monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
-    save = lottery.Lottery._save_snapshot
-    saves = []
+    from lth.snapshots import Snapshots
 
-    def save_then_die(self, level, step, *a):
-        save(self, level, step, *a)
-        saves.append((level, step))
-        if (level, step) == (1, 20):
+    save = Snapshots.save
+
+    def save_then_die(self, step, *a):
+        save(self, step, *a)
+        if self.meta.parent.name == "level_01" and step == 20:
             raise Killed
 
-    monkeypatch.setattr(lottery.Lottery, "_save_snapshot", save_then_die)
+    monkeypatch.setattr(Snapshots, "save", save_then_die)
     with pytest.raises(Killed):
         lottery.run(cfg, tmp_path / "killed", progress=False)
     assert (tmp_path / "killed" / "level_01" / "partial.json").exists()
-    monkeypatch.setattr(lottery.Lottery, "_save_snapshot", save)
+    monkeypatch.setattr(Snapshots, "save", save)
     lottery.run(cfg, tmp_path / "killed", progress=False)
     timeless = lambda out: sorted(  # noqa: E731
         (tuple((k, v) for k, v in r.items() if k != "train_seconds") for r in rows(out)))

@@ -220,3 +220,45 @@ def test_bad_flags_are_one_line_errors(flags, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.strip().count("\n") == 0 and message in err, err
     assert not (tmp_path / "r").exists()
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("preset", ["mnist_supermask", "mnist_supermask_bernoulli"])
+def test_killed_supermask_run_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_path, monkeypatch, preset):
+    from lth import lottery
+    from lth.io import load_tensors
+    from lth.presets import override, preset as get
+    from lth.snapshots import Snapshots
+
+    cfg = override(get(preset), {"iterations": 30, "epochs": None, "eval_every": 10, "trials": 2})
+    S.run(cfg, tmp_path / "whole", progress=False)
+    monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
+    save = Snapshots.save
+
+    def save_then_die(self, step, *a):
+        save(self, step, *a)
+        if step == 20:
+            raise _Killed
+
+    monkeypatch.setattr(Snapshots, "save", save_then_die)
+    with pytest.raises(_Killed):
+        S.run(cfg, tmp_path / "killed", progress=False)
+    assert (tmp_path / "killed" / "partial_trials0-1.json").exists()
+    monkeypatch.setattr(Snapshots, "save", save)
+    S.run(cfg, tmp_path / "killed", progress=False)
+
+    def rows(d):
+        import csv
+
+        with open(d / "results.csv") as f:
+            return sorted(tuple(sorted((k, v) for k, v in r.items() if k != "train_seconds")) for r in csv.DictReader(f))
+
+    assert rows(tmp_path / "killed") == rows(tmp_path / "whole")
+    for t in (0, 1):
+        a = load_tensors(tmp_path / "whole" / f"supermask_trial{t}.safetensors")
+        b = load_tensors(tmp_path / "killed" / f"supermask_trial{t}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "killed" / "partial_trials0-1.json").exists()

@@ -26,7 +26,8 @@ Criterion (``Config.criterion``, a ``lth.scores.SCORES`` name; None is ``magnitu
   masks are computed from θ0 with all-ones masks, one-shot to level L's density (the ``oneshot``
   rates, whatever the schedule), with the layer-collapse guard on (``min_keep=1``). Data-driven
   scores see a fixed batch: ``SCORE_BATCHES`` training batches in the order of a seed derived from
-  the trial seed; SynFlow sees one all-ones input of the task's example shape.
+  the trial seed, the loss the mean of the task's loss over them, on the outputs divided by the
+  score's ``temperature`` (GraSP: 200); SynFlow sees one all-ones input of the task's example shape.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class LevelPruning:
             def loss(params):
                 total = 0.0
                 for x, y in batches:
-                    out = torch.func.functional_call(model, params, (x[0],))
+                    out = torch.func.functional_call(model, params, (x[0],)) / self.score.temperature
                     total = total + task.loss(out.unsqueeze(0), y)
                 return total / len(batches)
 

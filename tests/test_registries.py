@@ -161,3 +161,46 @@ def test_reinit_branch_regenerates_from_its_own_seed(ctx):
     again = dict(init_from_seed(models.build("lenet_300_100", (1, 28, 28), 10), b.seed(ctx), "glorot_normal")
                  .named_parameters())
     assert all(torch.equal(w[n], again[n].detach()) for n in w)
+
+
+# --- reports read the recorded metric spec -------------------------------------------------------------
+
+
+def test_report_early_stops_and_leads_with_the_recorded_metric_spec(tmp_path):
+    import csv
+
+    from lth import metrics as MS
+    from lth import report as R
+
+    bleu = MS.Column("test_bleu", "BLEU", "", 1.0, ".1f", "max", ("es", "final"), "bleu_vs_remaining.png", "BLEU")
+    spec = MS.MetricSpec(("val_bleu", "test_bleu"), (bleu,), early_stop="val_bleu", mode="max")
+    MS.write(tmp_path, spec)
+    with open(tmp_path / "results.csv", "w", newline="") as f:  # no val_loss, val_acc or test_acc at all
+        w = csv.writer(f)
+        w.writerow(["experiment", "trial", "level", "remaining", "step", "val_bleu", "test_bleu"])
+        for step, v in [(0, 1.0), (100, 9.0), (200, 5.0)]:
+            w.writerow(["ticket", 0, 0, 1.0, step, v, v + 0.5])
+    table = R.report(tmp_path)
+    assert "BLEU @ ES" in table and "final BLEU" in table and "test acc" not in table
+    (stop,) = R.early_stop(R.read_results(tmp_path, spec), spec)
+    assert stop["step"] == 100 and stop["final_test_bleu"] == 5.5  # the maximum of val_bleu
+    assert (tmp_path / "bleu_vs_remaining.png").exists() and not (tmp_path / "accuracy_vs_remaining.png").exists()
+
+
+def test_lottery_run_records_its_tasks_metric_spec(tmp_path):
+    from lth import lottery
+    from lth import metrics as MS
+
+    lottery.run(Config(iterations=2, eval_every=2, levels=0), tmp_path, progress=False)
+    assert MS.read(tmp_path) == tasks.TASKS.get("mnist").metrics
+
+
+def test_run_without_metric_spec_reports_as_before(tmp_path):
+    from lth import metrics as MS
+    from lth import report as R
+
+    (tmp_path / "results.csv").write_text("experiment,trial,level,remaining,step,val_loss,val_acc,test_acc,val_bpb\n"
+                                          "ticket,0,0,1.0,0,2.0,0.1,0.1,3.0\nticket,0,0,1.0,10,1.0,0.5,0.6,2.0\n")
+    assert MS.read(tmp_path) is None
+    table = R.report(tmp_path)
+    assert "test acc @ ES (%)" in table and "bpb @ ES" in table and "60.00" in table

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import models
+from . import models, sources
 from . import ticket as T
 from .errors import LthError
 from .init import init_from_seed
@@ -104,20 +104,27 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     reset = {k[5:]: v for k, v in flat.items() if k.startswith("init.")}
     final = {k[6:]: v for k, v in flat.items() if k.startswith("final.")}
     arch = _arch(cfg)
-    seed = _member_seed(cfg, _checkpoint_meta(ckpt), experiment, trial, level)
+    ck_meta = _checkpoint_meta(ckpt)
+    seed = _member_seed(cfg, ck_meta, experiment, trial, level)
     model = models.build(arch["model"], arch["input_shape"], arch["num_classes"], **arch["kwargs"])
-    from_seed = False
+    regenerates = None  # "seed" or "source" when the reset weights come back bit for bit without floats
     if seed is not None:  # verified: the reset weights must regenerate from it bit for bit
         regenerated = dict(init_from_seed(model, seed, cfg["init"]).named_parameters())
-        from_seed = all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items())
+        regenerates = "seed" if all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items()) else None
+    run_cfg = _run_config(cfg)
+    source, arg = sources.of(run_cfg)
+    if ck_meta.get("weights") == "source" and source.regenerates:  # θ0 from a checkpoint, verified
+        theta0 = source.theta0(run_cfg, arg, model, cfg["seed"] + trial, trial)
+        regenerates = "source" if all(torch.equal(theta0[n], v) for n, v in reset.items()) else None
     seed = cfg["seed"] + trial if seed is None else seed
     weights = final if trained else reset
     meta = {"source": str(run_dir), "level": level, "experiment": experiment, "trial": trial,
             "dataset": cfg.get("dataset", "mnist"), "kind": "lottery", "trained": trained,
-            "rewind_step": cfg.get("rewind_step", 0), "config": cfg, **_tokenizer_meta(cfg)}
+            "rewind_step": cfg.get("rewind_step", 0), "config": cfg, **_tokenizer_meta(cfg),
+            "weights_source": source.describe(run_cfg, arg)}
     meta["results"] = _results_for(run_dir, experiment, trial, level)  # trained: what `lth eval` reproduces
-    if not trained and from_seed:
-        return T.Ticket(arch, seed, cfg["init"], masks, weights="seed", meta=meta)
+    if not trained and regenerates is not None:
+        return T.Ticket(arch, seed, cfg["init"], masks, weights=regenerates, meta=meta)
     with torch.no_grad():
         for n, p in model.named_parameters():
             p.copy_(weights[n])

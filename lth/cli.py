@@ -16,7 +16,11 @@ DOC = {
     "rewind_step": "reset survivors to their weights at this step (0: to init)",
     "prune_rate": "fraction of surviving weights pruned per level",
     "prune_scope": "layer: per-layer rates; global: one magnitude threshold over all layers",
-    "controls": "comma-separated control branches: reinit,random",
+    "controls": "comma-separated control branches (lth.branches): reinit,random,constant,random_sign,shuffle",
+    "criterion": "pruning score (lth.scores): magnitude (default), random; snip, grasp, synflow prune at init",
+    "output_rate": "the output layer's rate per level (default: prune_rate, or layer_rates)",
+    "group_rates": "rates per layer kind, e.g. conv=0.1,fc=0.2,output=0.1",
+    "weights": "where θ0 comes from: seed (default), checkpoint:PATH (+ --weights-sha256), run:DIR[@LEVEL]",
     "layer_rates": "per-layer rate overrides, e.g. fc3.weight=0.1",
     "schedule": "iterative, or oneshot (prune the dense net straight to each level's sparsity)",
     "device": "auto (CUDA when present), cpu or cuda:N",
@@ -316,8 +320,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--level", type=int, default=None, help="level to pack (default: the last finished)")
-    p.add_argument("--experiment", default=None, choices=["ticket", "reinit", "random"],
-                   help="lottery branch (default: ticket)")
+    p.add_argument("--experiment", default=None,
+                   help="lottery branch, a lth.branches.BRANCHES name: ticket (default), reinit, random, ...")
     p.add_argument("--trial", type=int, default=0)
     p.add_argument("--trained", action="store_true", help="ship the trained weights (stored floats)")
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],

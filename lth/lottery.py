@@ -18,19 +18,21 @@ directory, so the same command resumes after the last finished level.
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from . import branches, models, sources, tasks
 from . import dist as D
 from . import masks as M
-from . import models, pruning
+from . import metrics as metric_spec
+from .branches import BranchContext, derive_seed  # noqa: F401  (derive_seed: older importers)
 from .ensemble import Ensemble
 from .errors import ConfigError
 from .init import init_from_seed
 from .io import atomic_save_tensors, load_tensors
+from .level_masks import LevelPruning
 from .presets import Config, validate
 from .run import RunDir
 from .snapshots import SNAPSHOT_SECONDS, Snapshots  # noqa: F401 - tests lower the interval here
@@ -40,15 +42,12 @@ from .train import TrainSpec, train
 
 @dataclass
 class Member:
-    experiment: str  # ticket | reinit | random
+    experiment: str  # ticket or a control: a lth.branches.BRANCHES name
     trial: int
     masks: M.Masks
     reset: dict[str, torch.Tensor]  # the weights it starts from (θ0, θk or a fresh init)
-
-
-def derive_seed(*parts) -> int:
-    """A 31-bit seed from any parts (e.g. trial seed, 'reinit', level): stable across machines."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+    weights: str = "seed"  # how `reset` comes back in a ticket: seed | source | stored
+    seed: int | None = None  # with weights "seed": the seed `reset` regenerates from
 
 
 def pick_device(name: str) -> str:
@@ -63,43 +62,16 @@ def init_state(template: torch.nn.Module, seed: int, scheme: str) -> dict[str, t
 
 
 def load_task(cfg: Config, device: str):
-    """The task a config names: image classification (MNIST-format data) or language modeling on a
-    token directory (``lth data encode``; without one, the embedded corpus in ``cfg.tokenizer``)."""
-    if cfg.dataset == "text":
-        from .data.text import load_tokens
-        from .tasks.lm import LanguageModeling
-
-        return LanguageModeling(load_tokens(cfg.data_dir, tokenizer=cfg.tokenizer), lm_seq_len(cfg), eval_tokens=cfg.eval_tokens).to(device)
-    from .data import load_mnist
-    from .tasks.classify import ImageClassification
-
-    data = load_mnist(cfg.data_dir, name=cfg.dataset, normalize=cfg.normalize)
-    return ImageClassification(data).to(device)
-
-
-def lm_seq_len(cfg: Config) -> int:
-    from .models.gpt import SIZES
-
-    size = SIZES.get(cfg.model.removeprefix("gpt_"), SIZES["cpu"])
-    return int(cfg.seq_len or cfg.model_args.get("seq_len", size["seq_len"]))
+    """The task a config's ``dataset`` names (``lth.tasks.TASKS``), its data on ``device``."""
+    return tasks.load(cfg, device)
 
 
 def task_shape(cfg: Config) -> tuple[tuple[int, ...], int]:
-    """(example shape, classes) of the config's task without loading its data: MNIST-format images
-    are 1x28x28 with 10 classes; a language model's examples are ``seq_len`` tokens of its vocabulary."""
-    if cfg.dataset != "text":
-        return (1, 28, 28), 10
-    import json
-    from pathlib import Path
+    """(example shape, classes or vocabulary) of the config's task, without loading its data."""
+    return tasks.shape(cfg)
 
-    if cfg.data_dir is None:
-        from .data.text import parse_tokenizer
 
-        return (lm_seq_len(cfg),), parse_tokenizer(cfg.tokenizer) or 256
-    meta = Path(cfg.data_dir) / "meta.json"
-    if not meta.exists():
-        raise ConfigError(f"{cfg.data_dir} is not a token directory (no meta.json; see `lth data encode`)")
-    return (lm_seq_len(cfg),), int(json.loads(meta.read_text())["vocab_size"])
+lm_seq_len = tasks.seq_len  # tokens per example of a language model (older name)
 
 
 def build_template(cfg: Config, task) -> torch.nn.Module:
@@ -109,9 +81,8 @@ def build_template(cfg: Config, task) -> torch.nn.Module:
 
 
 def prunable(cfg: Config, template: torch.nn.Module) -> list[str]:
-    """Matrices (and biases if asked); an LM's embedding only with ``prune_embeddings``."""
-    exclude = () if cfg.prune_embeddings else ("embed",)
-    return M.prunable_names(template, biases=cfg.prune_biases, exclude=exclude)
+    """What pruning acts on: the model's ``default_prunable`` (matrices; biases, embeddings if asked)."""
+    return models.default_prunable(template, cfg)
 
 
 def resolve(cfg: Config, train_size: int) -> Config:
@@ -140,16 +111,18 @@ class Lottery:
         self.progress = progress and self.ctx.main
         self.template = build_template(self.cfg, self.task)
         self.names = prunable(self.cfg, self.template)
-        self.rates = pruning.layer_rates(self.names, self.cfg.prune_rate, self.cfg.layer_rates)
-        if self.cfg.prune_scope == "global" and self.cfg.layer_rates:
-            self.rates = {n: self.cfg.prune_rate for n in self.names}  # one rate over all layers
+        self.pruning = LevelPruning(self.cfg, self.template, self.names)
+        self.source, self.source_arg = sources.of(self.cfg)
+        if self.ctx.main:  # what the task measures and early-stops on, for `lth report`
+            metric_spec.write(self.run.path, tasks.entry(self.cfg).metrics)
         self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]
         self.spec = TrainSpec.from_config(self.cfg)
 
     # --- the weights each level resets to -------------------------------------------------------
 
     def theta0(self, t: int) -> dict[str, torch.Tensor]:
-        return init_state(self.template, self.seeds[t], self.cfg.init)
+        """Trial t's starting weights, from the config's weight source (``lth.sources``)."""
+        return self.source.theta0(self.cfg, self.source_arg, self.template, self.seeds[t], t)
 
     def rewind_point(self, t: int) -> dict[str, torch.Tensor]:
         if self.cfg.rewind_step == 0:
@@ -173,12 +146,25 @@ class Lottery:
             return {n: m.clone() for n, m in self.ticket.masks.items()}
         if level == 0:
             return {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.theta0(t).items() if n in self.names}
-        if self.cfg.schedule == "oneshot":
-            dense = self.checkpoint(0, "ticket", t)
-            rates = {n: 1.0 - (1.0 - r) ** level for n, r in self.rates.items()}
-            return pruning.magnitude(dense["final"], dense["mask"], rates, self.cfg.prune_scope)
-        prev = self.checkpoint(level - 1, "ticket", t)
-        return pruning.magnitude(prev["final"], prev["mask"], self.rates, self.cfg.prune_scope)
+        src = self.pruning.source(level)
+        if src is None:  # a score at init (snip, grasp, synflow): from θ0, one-shot to this level
+            return self.pruning.at_init_masks(self.theta0(t), level, self.seeds[t], self.task)
+        prev = self.checkpoint(src, "ticket", t)
+        return self.pruning.prune(prev["final"], prev["mask"], level, seed=derive_seed(self.seeds[t], "criterion", level))
+
+    def reset_kind(self, level: int) -> str:
+        """How the ticket's reset weights come back in a packed ticket: ``seed`` (from the trial seed),
+        ``source`` (from the weight source's verified file) or ``stored`` (θk, a retrained ticket's)."""
+        if (level == 0 and self.ticket is not None) or (level > 0 and self.cfg.rewind_step > 0):
+            return "stored"
+        return ("seed" if self.source.name == "seed" else "source") if self.source.regenerates else "stored"
+
+    def _weights_meta(self, branch, ctx: BranchContext, level: int) -> tuple[str, int | None]:
+        if branch.keeps_reset:
+            kind = self.reset_kind(level)
+            return kind, ctx.seed if kind == "seed" else None
+        seed = branch.seed(ctx)
+        return ("stored", None) if seed is None else ("seed", seed)
 
     def members(self, level: int) -> list[Member]:
         out = []
@@ -189,16 +175,11 @@ class Lottery:
                 from .ticket import build_model
 
                 reset = {n: p.detach().clone() for n, p in build_model(self.ticket).named_parameters()}
-            out.append(Member("ticket", t, m, reset))
-            if level == 0:
-                continue
-            for c in self.cfg.controls:
-                if c == "reinit":
-                    fresh = init_state(self.template, derive_seed(seed, "reinit", level), self.cfg.init)
-                    out.append(Member("reinit", t, m, fresh))
-                elif c == "random":
-                    rm = pruning.random_like(m, derive_seed(seed, "random", level))
-                    out.append(Member("random", t, rm, reset))
+            ctx = BranchContext(m, reset, seed, level, self.template, self.cfg.init)
+            for name in ["ticket"] + ([] if level == 0 else list(self.cfg.controls)):
+                branch = branches.BRANCHES.get(name)
+                masks, start = branch(ctx)
+                out.append(Member(name, t, masks, start, *self._weights_meta(branch, ctx, level)))
         return out
 
     # --- one level ------------------------------------------------------------------------------
@@ -288,7 +269,10 @@ class Lottery:
         flat.update({f"init.{n}": v for n, v in mem.reset.items()})
         flat.update({f"final.{n}": v for n, v in final.items()})
         path = self.run.level_dir(level) / f"{mem.experiment}_trial{mem.trial}.safetensors"
-        atomic_save_tensors(flat, path)
+        # how `lth pack` gets the reset weights back: the seed they regenerate from, or stored floats
+        meta = {"branch": mem.experiment, "weights": mem.weights, "seed": "" if mem.seed is None else str(mem.seed),
+                "init": self.cfg.init, "weights_source": self.cfg.weights or "seed"}
+        atomic_save_tensors(flat, path, metadata=meta)
 
     # --- the whole experiment -------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import models
+from . import models, sources
 from . import ticket as T
 from .errors import LthError
 from .init import init_from_seed
@@ -39,27 +39,28 @@ def _run_config(cfg: dict):
 
 
 def _tokenizer_meta(cfg: dict) -> dict:
-    """An embedded-corpus bpe<N> run's tokenizer is rebuilt, not shipped: record its hash to check."""
-    if cfg.get("dataset") != "text" or cfg.get("data_dir") is not None or cfg.get("tokenizer") in (None, "bytes"):
-        return {}
-    from .data.text import embedded_tokenizer
+    """What the run's task records to check its data at evaluation (``TaskEntry.ticket_meta``)."""
+    from . import tasks
 
-    return {"tokenizer_sha256": embedded_tokenizer(cfg["tokenizer"]).sha256}
+    run_cfg = _run_config(cfg)
+    return tasks.entry(run_cfg).ticket_meta(run_cfg)
 
 
 def _arch(cfg: dict) -> dict:
     """The architecture of a run: its model, constructor overrides and its task's shapes."""
-    from .lottery import task_shape
+    from . import tasks
 
-    if cfg.get("dataset") not in (None, "mnist", "fashion-mnist", "text"):
-        raise LthError(f"unknown dataset {cfg.get('dataset')!r} in config.json")
-    shape, classes = task_shape(_run_config(cfg))
+    shape, classes = tasks.shape(_run_config(cfg))
     kwargs = {k: v for k, v in (cfg.get("model_args") or {}).items() if k != "seq_len"}
     return T.make_arch(cfg["model"], shape, classes, **kwargs)
 
 
-def _member_seed(cfg: dict, experiment: str, trial: int, level: int) -> int:
-    from .lottery import derive_seed
+def _member_seed(cfg: dict, meta: dict, experiment: str, trial: int, level: int) -> int | None:
+    """The seed a member's reset weights regenerate from, as its checkpoint records it (None: stored
+    floats); a checkpoint from before the record: the trial seed, or the reinit control's own."""
+    if "weights" in meta:
+        return int(meta["seed"]) if meta["weights"] == "seed" else None
+    from .branches import derive_seed
 
     seed = cfg["seed"] + trial
     return derive_seed(seed, "reinit", level) if experiment == "reinit" else seed
@@ -92,6 +93,9 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     level = max(done) if level is None else level
     if level not in done:
         raise LthError(f"level {level} is not finished in {run_dir} (finished: {sorted(done)})")
+    from .branches import BRANCHES
+
+    BRANCHES.get(experiment)  # one-line error for an unknown branch
     ckpt = run_dir / f"level_{level:02d}" / f"{experiment}_trial{trial}.safetensors"
     if not ckpt.exists():
         raise LthError(f"no checkpoint {ckpt.name} in level {level} (experiment and trial exist?)")
@@ -100,18 +104,27 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     reset = {k[5:]: v for k, v in flat.items() if k.startswith("init.")}
     final = {k[6:]: v for k, v in flat.items() if k.startswith("final.")}
     arch = _arch(cfg)
-    seed = _member_seed(cfg, experiment, trial, level)
+    ck_meta = _checkpoint_meta(ckpt)
+    seed = _member_seed(cfg, ck_meta, experiment, trial, level)
     model = models.build(arch["model"], arch["input_shape"], arch["num_classes"], **arch["kwargs"])
-    regenerated = dict(init_from_seed(model, seed, cfg["init"]).named_parameters())
-    from_seed = all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items())
+    regenerates = None  # "seed" or "source" when the reset weights come back bit for bit without floats
+    if seed is not None:  # verified: the reset weights must regenerate from it bit for bit
+        regenerated = dict(init_from_seed(model, seed, cfg["init"]).named_parameters())
+        regenerates = "seed" if all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items()) else None
+    run_cfg = _run_config(cfg)
+    source, arg = sources.of(run_cfg)
+    if ck_meta.get("weights") == "source" and source.regenerates:  # θ0 from a checkpoint, verified
+        theta0 = source.theta0(run_cfg, arg, model, cfg["seed"] + trial, trial)
+        regenerates = "source" if all(torch.equal(theta0[n], v) for n, v in reset.items()) else None
+    seed = cfg["seed"] + trial if seed is None else seed
     weights = final if trained else reset
     meta = {"source": str(run_dir), "level": level, "experiment": experiment, "trial": trial,
             "dataset": cfg.get("dataset", "mnist"), "kind": "lottery", "trained": trained,
-            "rewind_step": cfg.get("rewind_step", 0), "config": cfg, **_tokenizer_meta(cfg)}
-    if not trained:
-        meta["results"] = _results_for(run_dir, experiment, trial, level)
-    if not trained and from_seed:
-        return T.Ticket(arch, seed, cfg["init"], masks, weights="seed", meta=meta)
+            "rewind_step": cfg.get("rewind_step", 0), "config": cfg, **_tokenizer_meta(cfg),
+            "weights_source": source.describe(run_cfg, arg)}
+    meta["results"] = _results_for(run_dir, experiment, trial, level)  # trained: what `lth eval` reproduces
+    if not trained and regenerates is not None:
+        return T.Ticket(arch, seed, cfg["init"], masks, weights=regenerates, meta=meta)
     with torch.no_grad():
         for n, p in model.named_parameters():
             p.copy_(weights[n])

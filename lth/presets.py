@@ -59,9 +59,15 @@ class Config:
     prune_embeddings: bool = False  # language models: prune the (tied) embedding matrix too
     schedule: str = "iterative"  # or "oneshot": level L prunes the dense net straight to level L's sparsity
     rewind_step: int = 0
-    controls: list = field(default_factory=list)  # subset of ["reinit", "random"]
+    controls: list = field(default_factory=list)  # lth.branches.BRANCHES names: reinit, random, constant, ...
     trials: int = 1
     seed: int = 0
+    # New fields default to None: a run directory's config.json from before them still resumes.
+    output_rate: float | None = None  # the output layer's rate (lth.models.output_layers); None: as the rest
+    group_rates: dict | None = None  # rates per kind: conv / fc / output / shortcut (lth.level_masks)
+    criterion: str | None = None  # a lth.scores.SCORES name; None: magnitude. snip/grasp/synflow prune at init
+    weights: str | None = None  # θ0's source (lth.sources): None/seed, checkpoint:PATH, run:DIR[@LEVEL]
+    weights_sha256: str | None = None  # the checkpoint's SHA-256 (required with checkpoint:PATH)
     # supermask training (`lth supermask`, lth.supermask): None means the rule's default, and fields a
     # rule does not use must stay None. Lottery runs ignore these (and record them as None).
     rule: str | None = None  # ste | topk | bernoulli (default topk)
@@ -199,9 +205,7 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
-CONTROLS = ("reinit", "random")
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
-DATASETS = ("mnist", "fashion-mnist", "text")
 
 
 def preset(name: str) -> Config:
@@ -287,17 +291,21 @@ def validate(cfg: Config) -> Config:
     need(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
     need(cfg.levels >= 0, f"levels must be >= 0, got {cfg.levels}")
     need(0.0 <= cfg.prune_rate < 1.0, f"prune_rate must be in [0, 1), got {cfg.prune_rate}")
-    for k, v in cfg.layer_rates.items():
+    for k, v in {**cfg.layer_rates, **(cfg.group_rates or {}), "output": cfg.output_rate or 0.0}.items():
         need(0.0 <= v < 1.0, f"layer rate for {k} must be in [0, 1), got {v}")
+    bad = sorted(set(cfg.group_rates or {}) - {"conv", "fc", "output", "shortcut"})
+    need(not bad, f"group_rates names unknown groups {bad}; choose from conv, fc, output, shortcut")
     need(cfg.prune_scope in ("layer", "global"), f"prune_scope must be layer or global, got {cfg.prune_scope!r}")
     need(cfg.schedule in ("iterative", "oneshot"), f"schedule must be iterative or oneshot, got {cfg.schedule!r}")
     need(cfg.rewind_step >= 0, f"rewind_step must be >= 0, got {cfg.rewind_step}")
-    bad = [c for c in cfg.controls if c not in CONTROLS]
-    need(not bad, f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
+    from . import branches, tasks
+
+    branches.check(cfg.controls)
     need(cfg.trials >= 1, f"trials must be >= 1, got {cfg.trials}")
     need(cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0")
     need(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
-    need(cfg.dataset in DATASETS, f"dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
+    need(cfg.dataset in tasks.TASKS, f"dataset must be one of {', '.join(tasks.TASKS)}, got {cfg.dataset!r}")
+    task = tasks.TASKS.get(cfg.dataset)
     need(cfg.warmup >= 0, f"warmup must be >= 0 steps, got {cfg.warmup}")
     need(0.0 <= cfg.warmdown <= 1.0, f"warmdown must be a fraction in [0, 1], got {cfg.warmdown}")
     need(cfg.grad_clip is None or cfg.grad_clip > 0, f"grad_clip must be > 0, got {cfg.grad_clip}")
@@ -325,21 +333,23 @@ def validate(cfg: Config) -> Config:
         need(torch.cuda.is_available(), f"device {cfg.device} requested but CUDA is not available")
     if cfg.data_dir is not None:
         need(Path(cfg.data_dir).is_dir(), f"data_dir {cfg.data_dir} is not a directory")
-    if cfg.tokenizer not in (None, "bytes"):
-        from .data.text import parse_tokenizer
-
-        parse_tokenizer(cfg.tokenizer)
-        need(cfg.dataset == "text", f"tokenizer {cfg.tokenizer} is for dataset text, not {cfg.dataset}")
-        need(cfg.data_dir is None, f"tokenizer {cfg.tokenizer} is for the embedded corpus; data_dir "
-             f"{cfg.data_dir} brings its own tokens (see `lth data encode`)")
-    need(cfg.dataset in ("mnist", "text") or cfg.data_dir is not None, f"dataset {cfg.dataset} needs --data-dir")
-    need((cfg.dataset == "text") == cfg.model.startswith("gpt"),
-         f"model {cfg.model} does not fit dataset {cfg.dataset} (gpt models go with dataset text)")
+    task.check(cfg)
+    need(not task.needs_data_dir or cfg.data_dir is not None, f"dataset {cfg.dataset} needs --data-dir")
     need(cfg.rule in (None, "ste", "topk", "bernoulli"), f"rule must be one of ste, topk, bernoulli, got {cfg.rule!r}")
     need(cfg.density is None or 0.0 < cfg.density <= 1.0, f"density must be in (0, 1], got {cfg.density}")
     from . import models
     from .init import SCHEMES
 
     need(cfg.model in models.MODELS, f"unknown model {cfg.model!r}; choose from {sorted(models.MODELS)}")
+    takes = models.MODELS.get(cfg.model).inputs
+    need(takes == task.inputs, f"model {cfg.model} does not fit dataset {cfg.dataset} ({cfg.model} takes "
+         f"{takes} inputs, {cfg.dataset} gives {task.inputs})")
     need(cfg.init in SCHEMES, f"unknown init {cfg.init!r}; choose from {sorted(SCHEMES)}")
+    if cfg.criterion is not None:
+        from .scores import SCORES
+
+        SCORES.get(cfg.criterion)
+    from .sources import check as check_weights
+
+    check_weights(cfg)
     return cfg

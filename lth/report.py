@@ -4,9 +4,13 @@
 
     experiment,trial,level,remaining,step,val_loss,val_acc,test_acc[,val_bpb,...]
 
-The early-stopping criterion is Frankle & Carbin's (2019): the iteration of minimum validation
-loss; the accuracy reported is the test accuracy at that iteration. Per (experiment, level) the
-trials are averaged (mean and sample standard deviation).
+Which metric early-stops (and in which direction) and which columns the table and plots show come
+from the run's metric spec, ``metrics.json`` (:mod:`lth.metrics`, written from the task's registry
+entry). A run directory without one is read as before the file existed (:func:`lth.metrics.legacy_spec`):
+Frankle & Carbin's (2019) early stop at minimum validation loss, test accuracy at that iteration and
+at the end, and bits per byte when the rows have ``val_bpb``. Per (experiment, level) the trials are
+averaged (mean and sample standard deviation). Every function below takes that spec as ``spec``;
+None means the legacy spec for the rows at hand.
 
 Plots follow the paper's figures: x is the percent of weights remaining on a log scale, running
 from 100% on the left down to the sparsest level on the right. Matplotlib is imported lazily and
@@ -25,13 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
+from lth import metrics as M
 from lth.errors import LthError
 from lth.io import atomic_write_bytes
 
 RESULTS = "results.csv"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
-REQUIRED = ("experiment", "trial", "level", "remaining", "step", "val_loss", "val_acc", "test_acc")
+KEYS = ("experiment", "trial", "level", "remaining", "step")
+REQUIRED = KEYS + ("val_loss", "val_acc", "test_acc")  # without a metric spec (older runs)
 INT_COLUMNS = ("trial", "level", "step")
 BPB = "val_bpb"
 PLOT_ACC = "accuracy_vs_remaining.png"
@@ -73,8 +79,8 @@ def _parse_cell(column: str, text: str | None):
         return text
 
 
-def _check_row(path: Path, line: int, row: dict) -> None:
-    for column in REQUIRED:
+def _check_row(path: Path, line: int, row: dict, required=REQUIRED) -> None:
+    for column in required:
         if row.get(column) is None:
             raise LthError(f"{path} line {line}: empty value in column '{column}'")
     # 0 is legitimate (a supermask evaluation whose mask came out empty); log-x plots leave it out
@@ -82,12 +88,18 @@ def _check_row(path: Path, line: int, row: dict) -> None:
         raise LthError(f"{path} line {line}: remaining={row['remaining']} is not in [0, 1]")
 
 
-def read_results(path) -> list[dict]:
+def required(spec: M.MetricSpec | None) -> tuple[str, ...]:
+    """Columns every row must have: the keys, the early-stop column and the headline."""
+    return REQUIRED if spec is None else tuple(dict.fromkeys(KEYS + (spec.early_stop, spec.headline)))
+
+
+def read_results(path, spec: M.MetricSpec | None = None) -> list[dict]:
     """Parse ``results.csv`` into dicts with numbers converted (empty cells become ``None``).
 
     ``path`` may be the file or its run directory. A final line without its newline that is
-    incomplete (a run still writing) is skipped.
+    incomplete (a run still writing) is skipped. Required columns: :func:`required`.
     """
+    REQUIRED = required(spec)  # noqa: N806  (shadows the module's tuple on purpose)
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS
@@ -117,7 +129,7 @@ def read_results(path) -> list[dict]:
                 row[column] = _parse_cell(column, cell)
             except ValueError:
                 raise LthError(f"{path} line {line}: column '{column}' is not a number: {cell!r}") from None
-        _check_row(path, line, row)
+        _check_row(path, line, row, REQUIRED)
         rows.append(row)
     if not rows:
         raise LthError(f"no results yet: {path} has no rows")
@@ -144,31 +156,51 @@ def _group(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _loss_key(row: dict) -> tuple[float, int]:
-    loss = row["val_loss"]
-    return (loss if _finite(loss) else math.inf, row["step"])
+def _spec(rows_or_summary, spec: M.MetricSpec | None) -> M.MetricSpec:
+    """``spec``, or the legacy one (with bits per byte when the rows or summary entries have it)."""
+    if spec is not None:
+        return spec
+    first = rows_or_summary[0] if rows_or_summary else {}
+    return M.legacy_spec(f"{BPB}_mean" in first or _has_metric(rows_or_summary, BPB))
 
 
-def early_stop(rows) -> list[dict]:
-    """Per (experiment, trial, level): the row of minimum val_loss (ties: earliest step).
+def _sign(mode: str) -> float:
+    return 1.0 if mode == "min" else -1.0
 
-    Adds ``final_test_acc`` (test_acc at the group's last step) and, when the rows have val_bpb,
-    ``best_val_bpb`` (the group's minimum val_bpb). Sorted by experiment (first appearance),
-    level, trial.
+
+def _stop_key(column: str, mode: str):
+    """Sort key of a row: the early-stop value (best first, non-finite last), then the step."""
+    def key(row: dict) -> tuple[float, int]:
+        v = row.get(column)
+        return (_sign(mode) * v if _finite(v) else math.inf, row["step"])
+
+    return key
+
+
+def early_stop(rows, spec: M.MetricSpec | None = None) -> list[dict]:
+    """Per (experiment, trial, level): the row of the best early-stop value (ties: earliest step).
+
+    Adds, per spec column ``c`` shown ``final``: ``final_c`` (its value at the group's last step) and
+    shown ``best``: ``best_c`` (its best value over the group). Legacy spec: minimum val_loss,
+    ``final_test_acc``, and ``best_val_bpb`` when the rows have val_bpb. Sorted by experiment (first
+    appearance), level, trial.
     """
     rows = list(rows)
     if not rows:
         raise LthError("no results yet")
-    bpb = _has_metric(rows, BPB)
+    spec = _spec(rows, spec)
     order = {e: i for i, e in enumerate(dict.fromkeys(r["experiment"] for r in rows))}
     out = []
     for group in _group(rows, ("experiment", "trial", "level")).values():
-        best = min(group, key=_loss_key)  # min keeps the first of equal keys
+        best = min(group, key=_stop_key(spec.early_stop, spec.mode))  # min keeps the first of equal keys
         last = max(reversed(group), key=lambda r: r["step"])  # last step; latest line if repeated
-        picked = dict(best, final_test_acc=last["test_acc"])
-        if bpb:
-            values = [r[BPB] for r in group if _finite(r.get(BPB))]
-            picked["best_val_bpb"] = min(values) if values else None
+        picked = dict(best)
+        for c in spec.columns:
+            if "final" in c.show:
+                picked[f"final_{c.name}"] = last.get(c.name)
+            if "best" in c.show:
+                values = [r[c.name] for r in group if _finite(r.get(c.name))]
+                picked[f"best_{c.name}"] = (min if c.mode == "min" else max)(values) if values else None
         out.append(picked)
     out.sort(key=lambda r: (order[r["experiment"]], r["level"], r["trial"]))
     return out
@@ -183,17 +215,29 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
     return float(np.mean(xs)), std
 
 
-def summarize(rows) -> list[dict]:
+def _stats(spec: M.MetricSpec) -> list[tuple[str, M.Column | None, str]]:
+    """(summary key, column, what) in table order: the headline at ES, the ES step, the headline's
+    final/best, then each other column at ES and its final/best."""
+    out = []
+    for i, c in enumerate(spec.columns):
+        out.append((c.name, c, "es"))
+        if i == 0:
+            out.append(("step", None, "step"))
+        out += [(f"{w}_{c.name}", c, w) for w in ("final", "best") if w in c.show]
+    return out
+
+
+def summarize(rows, spec: M.MetricSpec | None = None) -> list[dict]:
     """Per (experiment, level) over trials, from the raw rows (early stopping is applied here).
 
     Keys: experiment, level, remaining (mean over trials), n (trials), and ``*_mean``/``*_std``
-    for test_acc (at early stop), step (the early-stop iteration) and final_test_acc; with
-    val_bpb also val_bpb (at early stop) and best_val_bpb.
+    for each spec column at early stop, its ``final_``/``best_`` values, and step (the early-stop
+    iteration). Legacy spec: test_acc, step, final_test_acc; with val_bpb also val_bpb and
+    best_val_bpb.
     """
-    stops = early_stop(rows)
-    metrics = ["test_acc", "step", "final_test_acc"]
-    if "best_val_bpb" in stops[0]:
-        metrics += [BPB, "best_val_bpb"]
+    spec = _spec(list(rows), spec)
+    stops = early_stop(rows, spec)
+    metrics = [k for k, _, _ in _stats(spec)]
     summary = []
     for (experiment, level), group in _group(stops, ("experiment", "level")).items():
         entry = {
@@ -234,19 +278,19 @@ def _split(mean, std, fmt: str, scale: float = 1.0) -> tuple[str, str]:
     return format(mean * scale, fmt), format(std * scale, fmt)
 
 
-def format_table(summary, *, title: str | None = None) -> str:
+def _header(c: M.Column | None, what: str) -> str:
+    if c is None:
+        return "ES iteration"
+    return f"{c.label} @ ES{c.unit}" if what == "es" else f"{what} {c.label}{c.unit}"
+
+
+def format_table(summary, *, title: str | None = None, spec: M.MetricSpec | None = None) -> str:
     """Aligned text table: one row per level, grouped by experiment, ``98.12 ± 0.05`` cells."""
     if not summary:
         raise LthError("no results yet")
-    bpb = f"{BPB}_mean" in summary[0]
+    spec = _spec(summary, spec)
     # (header, key, format, scale) for the "mean ± std" columns
-    stats = [
-        ("test acc @ ES (%)", "test_acc", ".2f", 100.0),
-        ("ES iteration", "step", ".0f", 1.0),
-        ("final test acc (%)", "final_test_acc", ".2f", 100.0),
-    ]
-    if bpb:
-        stats += [("bpb @ ES", BPB, ".3f", 1.0), ("best bpb", "best_val_bpb", ".3f", 1.0)]
+    stats = [(_header(c, w), k, c.fmt if c else ".0f", c.scale if c else 1.0) for k, c, w in _stats(spec)]
     header = ["experiment", "level", "remaining (%)", "trials"] + [s[0] for s in stats]
     body = []
     previous = None
@@ -356,25 +400,27 @@ def _series_figure(summary, key: str, scale: float, ylabel: str, title: str | No
     return fig
 
 
-def build_figures(summary, *, title: str | None = None) -> dict[str, object]:
-    """The report's figures (matplotlib ``Figure`` objects), keyed by file name."""
+def build_figures(summary, *, title: str | None = None, spec: M.MetricSpec | None = None) -> dict[str, object]:
+    """The report's figures (matplotlib ``Figure`` objects), keyed by file name: the headline's, the
+    early-stop iteration's, then each other plotted column's."""
+    spec = _spec(summary, spec)
     summary = [e for e in summary if e["remaining"] > 0]  # a log axis has no place for 0
     if not summary:
         raise LthError("no results yet")
-    figures = {
-        PLOT_ACC: _series_figure(summary, "test_acc", 100.0, "Test accuracy at early stop (%)", title),
-        PLOT_STEP: _series_figure(summary, "step", 1.0, "Early-stop iteration", title),
-    }
-    if f"{BPB}_mean" in summary[0]:
-        figures[PLOT_BPB] = _series_figure(summary, BPB, 1.0, "Validation bits per byte at early stop", title)
+    figures = {}
+    for i, c in enumerate(spec.columns):
+        if c.plot:
+            figures[c.plot] = _series_figure(summary, c.name, c.scale, c.ylabel or c.label, title)
+        if i == 0:
+            figures[PLOT_STEP] = _series_figure(summary, "step", 1.0, "Early-stop iteration", title)
     return figures
 
 
-def plot(summary, out_dir, *, title: str | None = None) -> list[Path]:
+def plot(summary, out_dir, *, title: str | None = None, spec: M.MetricSpec | None = None) -> list[Path]:
     """Write the report's PNGs into ``out_dir`` (atomically); return their paths."""
     out_dir = Path(out_dir)
     paths = []
-    for name, fig in build_figures(summary, title=title).items():
+    for name, fig in build_figures(summary, title=title, spec=spec).items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=120)
         path = out_dir / name
@@ -414,11 +460,15 @@ def report(run_dir, *, write_json=True) -> str:
     """Summarize ``run_dir/results.csv``: write the plots (and summary.json), return the table."""
     run_dir = Path(run_dir)
     name = _run_name(run_dir)
-    rows = read_results(run_dir / RESULTS)
-    summary = summarize(rows)
-    plot(summary, run_dir, title=name)
+    recorded = M.read(run_dir)  # None: a run from before metrics.json, read the legacy way
+    rows = read_results(run_dir / RESULTS, recorded)
+    spec = _spec(rows, recorded)
+    summary = summarize(rows, spec)
+    plot(summary, run_dir, title=name, spec=spec)
     if write_json:
-        doc = {"name": name, "summary": summary, "early_stop": early_stop(rows)}
+        doc = {"name": name, "summary": summary, "early_stop": early_stop(rows, spec)}
+        if recorded is not None:
+            doc["metrics"] = recorded.to_dict()
         text = json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
         atomic_write_bytes(run_dir / SUMMARY, text.encode("utf-8"))
-    return format_table(summary, title=name)
+    return format_table(summary, title=name, spec=spec)

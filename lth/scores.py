@@ -8,6 +8,8 @@ changes ``inp.weights`` or the model and is deterministic given its inputs. Its 
 - ``needs_data``: it needs ``inp.loss`` (params -> scalar loss on a fixed batch); others are data-free.
 - ``iterative``: pruning at init applies it over ``rounds`` rounds, rescoring after each (SynFlow).
 - ``rounds``: default number of rounds for one pruning step (1 = one shot).
+- ``temperature``: a data-driven score's logit temperature: whoever builds ``inp.loss`` divides the
+  model's outputs by it before the loss (GraSP: 200, as the paper; 1 elsewhere).
 
 Scores that differentiate evaluate the network at the *masked* weights ``w * m`` (pruned entries at
 zero, as they are in the model) and take derivatives with respect to the prunable weights only; the
@@ -22,8 +24,8 @@ Entries:
   (Wang et al. 2020). Sign convention: the paper scores ``S = -w ⊙ Hg`` and removes the weights with
   the *largest* S (those whose removal reduces gradient flow least); in this module's higher = keep
   convention the score is ``-S = w ⊙ Hg``, so the lowest values are pruned: the paper's ranking, the
-  same weights removed. Any temperature on the logits (the paper uses T=200) is
-  part of ``loss``.
+  same weights removed. The temperature on the logits (the paper's T=200, the entry's
+  ``temperature``) is part of ``loss``.
 - ``synflow``: data-free, ``|w ⊙ ∂R/∂w|`` with ``R = sum(f(1; |θ|))``: the network's output summed,
   with *every* parameter and floating buffer (biases, BatchNorm statistics) replaced by its absolute
   value, on one all-ones input of ``inp.input_shape``, in float64 and in eval mode (Tanaka et al.
@@ -74,6 +76,7 @@ class Score:
     needs_data: bool = False
     iterative: bool = False
     rounds: int = 1
+    temperature: float = 1.0
 
     def __call__(self, inp: ScoreInputs) -> Scores:
         if self.needs_data and inp.loss is None:
@@ -144,7 +147,7 @@ def snip(inp: ScoreInputs) -> Scores:
     return {n: (g[n] * w).detach().abs() for n, w in leaves.items()}
 
 
-@_entry("grasp", needs_data=True)
+@_entry("grasp", needs_data=True, temperature=200.0)
 def grasp(inp: ScoreInputs) -> Scores:
     with torch.enable_grad():
         params, leaves = _masked_leaves(inp)

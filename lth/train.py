@@ -19,6 +19,7 @@ import torch
 
 from . import dist as D
 from .errors import ConfigError
+from .tasks import finalize
 
 
 @dataclass
@@ -175,9 +176,8 @@ def evaluate(ens, task, ctx: D.Context | None = None, splits=None) -> dict[str, 
             sums = {k: torch.cat([p[k] for p in per]) for k in per[0]}
             for t in sums.values():
                 D.all_reduce_sum(t, ctx)
-            for k, v in sums.items():
-                if k != "n":
-                    out[f"{split}_{k}"] = (v / sums["n"]).cpu()
+            for k, v in finalize(task, sums).items():  # the task's metrics from its sums (default: / n)
+                out[f"{split}_{k}"] = v.cpu()
     if alias and "test" not in splits:
         out.update({"test" + k[3:]: v for k, v in list(out.items()) if k.startswith("val_")})
     ens.train(was)

@@ -1,10 +1,53 @@
-"""Model registry: a name in a config -> a constructor taking the task's input shape and classes."""
+"""Model registry: a name in a config -> a constructor, plus what a model knows about itself.
+
+Registry ``MODELS``. Contract of an entry (:class:`ModelEntry`):
+
+- ``make(shape, num_classes, **model_args) -> nn.Module``: the network for a task's example shape and
+  classes (or vocabulary); ``build(name, shape, classes, **args)`` calls it. Parameter names are the
+  names masks, checkpoints and tickets use.
+- ``inputs``: the kind of example it takes (``"image"``, ``"tokens"``), matched against the task
+  entry's ``inputs`` (``lth.tasks``) when a config is validated.
+- ``context``: for token models, the example length the model is built for when the config gives
+  none (``None``: the config must give ``seq_len``).
+
+What a built model knows about itself, each a function here with a default that a model overrides by
+defining the method (or attribute) of the same name:
+
+- :func:`output_layers` ``(model) -> [param names]``: the output layer's parameters (LeNet: ``fc3.*``;
+  GPT: its tied ``embed.weight``, which is its ``lm_head``). Default: the parameters under the module
+  ``model.output_layer`` names, else the last matrix. ``Config.output_rate`` prunes these.
+- :func:`param_groups` ``(model) -> {"decay": [...], "no_decay": [...]}``: parameter names with and
+  without weight decay. Default: norms, biases and every other 1-D parameter get none.
+- :func:`default_prunable` ``(model, cfg) -> [param names]``: what pruning acts on. Default:
+  matrices and kernels (dim >= 2), biases only with ``cfg.prune_biases``, nothing named ``embed``
+  unless ``cfg.prune_embeddings``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model family member (see the module docstring)."""
+
+    name: str
+    make: Callable[..., nn.Module]
+    inputs: str = "image"
+    context: int | None = None
+
+    def __call__(self, shape, num_classes: int, **kwargs) -> nn.Module:
+        return self.make(shape, num_classes, **kwargs)
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def _lenet(shape, num_classes, **kw):
@@ -23,11 +66,53 @@ def _gpt(size):
     return make
 
 
+MODELS.register("lenet_300_100")(ModelEntry("lenet_300_100", _lenet, "image"))
 # gpt_cpu: trains on two CPU cores in minutes; gpt_golf: the parameter-golf baseline shape (lth.models.gpt).
-MODELS = {"lenet_300_100": _lenet, "gpt_cpu": _gpt("cpu"), "gpt_golf": _gpt("golf")}
+# Their contexts are lth.models.gpt.SIZES[...]["seq_len"] (asserted in tests/test_registries.py).
+MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=256))
+MODELS.register("gpt_golf")(ModelEntry("gpt_golf", _gpt("golf"), "tokens", context=1024))
+
+
+def entry(name: str) -> ModelEntry:
+    return MODELS.get(name)
 
 
 def build(name: str, shape, num_classes: int, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
-    return MODELS[name](shape, num_classes, **kwargs)
+    return MODELS.get(name)(shape, num_classes, **kwargs)
+
+
+def output_layers(model: nn.Module) -> list[str]:
+    """Names of the output layer's parameters (see the module docstring)."""
+    own = getattr(model, "output_layers", None)
+    if callable(own):
+        return list(own())
+    params = dict(model.named_parameters())
+    out = getattr(model, "output_layer", None)
+    if out is not None:
+        return [n for n in params if n.startswith(f"{out}.")]
+    matrices = [n for n, p in params.items() if p.dim() >= 2]
+    return matrices[-1:]
+
+
+def param_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Parameter names with (``decay``) and without (``no_decay``: 1-D, norms, biases) weight decay."""
+    own = getattr(model, "param_groups", None)
+    if callable(own):
+        return own()
+    groups: dict[str, list[str]] = {"decay": [], "no_decay": []}
+    for n, p in model.named_parameters():
+        groups["decay" if p.dim() >= 2 else "no_decay"].append(n)
+    return groups
+
+
+def default_prunable(model: nn.Module, cfg) -> list[str]:
+    """The parameters pruning acts on for ``cfg`` (see the module docstring)."""
+    own = getattr(model, "default_prunable", None)
+    if callable(own):
+        return list(own(cfg))
+    from ..masks import prunable_names
+
+    exclude = () if cfg.prune_embeddings else ("embed",)
+    return prunable_names(model, biases=cfg.prune_biases, exclude=exclude)

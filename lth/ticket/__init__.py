@@ -25,8 +25,11 @@ The file length must be exactly ``10 + H + M + F + 32``. The header holds:
 * ``arch``: ``{"model", "kwargs", "input_shape", "num_classes"}``, the arguments of
   :func:`lth.models.build`;
 * ``seed`` (int in [0, 2**64)) and ``init`` (a scheme name from :data:`lth.init.SCHEMES`);
-* ``weights``: ``"seed"`` (every weight regenerates from the seed) or ``"stored"`` (float entries named
-  like a parameter replace the regenerated values, see below);
+* ``weights``: ``"seed"`` (every weight regenerates from the seed), ``"stored"`` (float entries named
+  like a parameter replace the regenerated values, see below) or ``"source"`` (every weight comes from
+  the file ``meta["weights_source"]`` names: ``{"kind": "checkpoint", "path", "sha256"}``, a safetensors
+  checkpoint verified by its SHA-256 before use, see :mod:`lth.sources`; readers that predate
+  ``"source"`` refuse such a ticket rather than build other weights);
 * ``masks``: a list of ``{"name", "shape", "coding", "nbytes", "count"}`` (``count`` = kept entries);
 * ``floats``: a list of ``{"name", "shape", "dtype", "nbytes"}``, dtype one of float32 / float16 /
   bfloat16; the payload is the row-major values, little-endian, bfloat16 as its 2-byte pattern;

@@ -54,7 +54,7 @@ MAX_ELEMENTS = 1 << 32
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 _WIRE_DTYPE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<i2"}  # bf16 travels as its bit pattern
-WEIGHTS = ("seed", "stored")
+WEIGHTS = ("seed", "stored", "source")  # "source": θ0 from meta["weights_source"] (lth.ticket)
 
 
 @dataclass(eq=False)

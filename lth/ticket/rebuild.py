@@ -6,7 +6,8 @@
    mask names a parameter, with its shape: a ticket that does not fit its architecture, or an absurdly
    large one, is refused before a single weight is allocated;
 2. ``lth.models.build`` from ``arch``, then ``lth.init.init_from_seed(model, seed, init)``: every weight,
-   bit-exact from the seed;
+   bit-exact from the seed; with ``weights="source"``, every weight from the checkpoint
+   ``meta["weights_source"]`` names, verified by its SHA-256 (:func:`lth.sources.load_checkpoint`);
 3. with ``weights="stored"``, scatters the float entries named like parameters into place (only the
    surviving entries of a masked parameter, in row-major mask order);
 4. copies every ``param.<name>`` entry over its unmasked parameter, in either kind of ticket;
@@ -94,6 +95,8 @@ def _build_model(t: Ticket) -> torch.nn.Module:
         raise TicketError(f"cannot initialise: {e}") from None
     params = dict(model.named_parameters())
     with torch.no_grad():
+        if t.weights == "source":
+            _load_source(model, params, t.meta.get("weights_source"))
         if t.weights == "stored":
             _load_stored(params, t.masks, t.floats)
         _apply_params(params, t.masks, t.floats)
@@ -101,6 +104,21 @@ def _build_model(t: Ticket) -> torch.nn.Module:
         for name, m in t.masks.items():
             params[name].masked_fill_(~m.to(params[name].device), 0.0)  # +0.0 exactly, even over NaN
     return model
+
+
+def _load_source(model, params: dict, src) -> None:
+    """θ0 of a ``weights="source"`` ticket: the checkpoint its meta names, verified by SHA-256."""
+    from ..sources import load_checkpoint
+
+    if not isinstance(src, dict) or src.get("kind") != "checkpoint" or not src.get("path") or not src.get("sha256"):
+        raise TicketError(f"a weights='source' ticket needs meta weights_source {{kind: checkpoint, path, sha256}}, "
+                          f"got {src!r}")
+    try:
+        state = load_checkpoint(model, src["path"], src["sha256"])
+    except (LthError, OSError) as e:
+        raise TicketError(f"weights source: {e}") from None
+    for n, v in state.items():
+        params[n].copy_(v)
 
 
 def _apply_params(params: dict, masks: dict, floats: dict) -> None:

@@ -1,18 +1,22 @@
 """The lottery procedure (Frankle & Carbin 2019; Frankle et al. 2020 for rewinding).
 
-Level 0 trains the dense network from its seed-derived init θ0 (and keeps θk, the weights at the
-rewind step k). Each later level L:
+Level 0 trains the dense network from θ0 (the config's weight source, ``lth.sources``: by default
+the seed-derived init) and keeps θk, the weights at the rewind step k. Each later level L:
 
-1. prunes the *ticket* of level L-1 (its trained weights, among its surviving weights) by the
-   criterion and per-layer rates — or, with ``schedule="oneshot"``, prunes the dense level-0 network
-   straight to level L's sparsity;
+1. computes the ticket's masks (``lth.level_masks``: a ``Pruner`` with the config's score,
+   allocation and rates along the ``levels`` or ``oneshot`` schedule): by default it prunes the
+   ticket of level L-1 (its trained weights, among its surviving weights) by magnitude, or with
+   ``schedule="oneshot"`` the dense level 0 straight to level L's sparsity; a data-driven or
+   iterative ``criterion`` (snip, grasp, synflow) chooses level L's masks at init from θ0 instead;
 2. resets the survivors to θ0 (or θk) and trains again from step k;
-3. trains the controls beside it, with the ticket's exact per-layer sparsity: ``reinit`` (same mask,
-   fresh init) and ``random`` (random mask, original init).
+3. trains the controls beside it (``lth.branches.BRANCHES``: reinit, random, constant, random_sign,
+   shuffle), each from the ticket's masks and reset weights.
 
 All trials and branches of a level train together as one batched :class:`~lth.ensemble.Ensemble`
 (``batched=False`` trains them one after another instead). Finished levels are recorded in the run
-directory, so the same command resumes after the last finished level.
+directory, so the same command resumes after the last finished level. The run directory also gets
+the task's metric spec (``metrics.json``), and each checkpoint's metadata says how the member's
+starting weights come back (seed, weight source, or stored), which is all ``lth pack`` needs.
 """
 
 from __future__ import annotations

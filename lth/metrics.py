@@ -29,7 +29,7 @@ and bits per byte when the rows have ``val_bpb``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import LthError
@@ -113,4 +113,4 @@ def read(run_dir) -> MetricSpec | None:
         raise LthError(f"{path}: not a metric spec ({type(e).__name__}: {e})") from None
 
 
-__all__ = ["ACC", "BPB", "Column", "FILE", "MetricSpec", "legacy_spec", "read", "write", "field"]
+__all__ = ["ACC", "BPB", "Column", "FILE", "MetricSpec", "legacy_spec", "read", "write"]

@@ -1,0 +1,142 @@
+"""The report's plots: one figure per plotted metric column, against the percent of weights remaining.
+
+Plots follow the paper's figures: x is the percent of weights remaining on a log scale, running
+from 100% on the left down to the sparsest level on the right. Which columns get a figure comes from
+the run's metric spec (:mod:`lth.metrics`): the headline's, the early-stop iteration's, then every
+other column with a ``plot`` file name. Matplotlib is imported lazily and only through
+:class:`matplotlib.figure.Figure` (no pyplot, no global state), so importing this module has no side
+effects. Every file is written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from lth import metrics as M
+from lth.errors import LthError
+from lth.io import atomic_write_bytes
+
+PLOT_ACC = M.ACC.plot
+PLOT_STEP = "early_stop_vs_remaining.png"
+PLOT_BPB = M.BPB.plot
+MAX_TICKS = 12
+
+
+def _group(rows: list[dict], keys: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    """Group rows by ``keys``, groups in order of first appearance."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
+def percent_label(fraction: float) -> str:
+    """Percent of weights remaining as a label: ``100``, ``51.3``, ``7.0``, ``0.37``."""
+    pct = 100.0 * fraction
+    if round(pct, 1) >= 100.0:
+        return "100"
+    if pct < 0.95:
+        return f"{pct:.2g}"
+    return f"{pct:.1f}"
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def _x_ticks(summary, span: float) -> list[float]:
+    """Percent-remaining tick positions: the distinct levels, thinned so that no two are closer
+    than ``span / MAX_TICKS`` decades (``span``: the axis' width in decades); the first (densest)
+    and last (sparsest) level are always kept."""
+    by_label = {}
+    for e in sorted(summary, key=lambda e: -e["remaining"]):
+        by_label.setdefault(percent_label(e["remaining"]), 100.0 * e["remaining"])
+    values = list(by_label.values())
+    gap = span / MAX_TICKS
+    ticks = [values[0]]
+    for v in values[1:]:
+        if math.log10(ticks[-1] / v) >= gap:
+            ticks.append(v)
+    if ticks[-1] != values[-1]:
+        if len(ticks) > 1 and math.log10(ticks[-1] / values[-1]) < gap:
+            ticks.pop()
+        ticks.append(values[-1])
+    return ticks
+
+
+def _setup_x(ax, summary) -> None:
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
+
+    pcts = [100.0 * e["remaining"] for e in summary]
+    ax.set_xscale("log")
+    hi, lo = max(pcts), min(pcts)
+    if hi / lo < 1.5:  # a single level (or nearly): give the log axis some room
+        hi, lo = hi * 1.5, lo / 1.5
+    hi, lo = hi * 1.12, lo / 1.12
+    ax.set_xlim(hi, lo)  # reversed: 100% on the left, the sparsest level on the right
+    ticks = _x_ticks(summary, math.log10(hi / lo))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FixedFormatter([percent_label(t / 100.0) for t in ticks]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("Percent of weights remaining")
+
+
+def _series_figure(summary, key: str, scale: float, ylabel: str, title: str | None):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    groups = _group(summary, ("experiment",))
+    colors = [f"C{i % 10}" for i in range(len(groups))]
+    for color, ((experiment,), group) in zip(colors, groups.items()):
+        group = [e for e in group if e[f"{key}_mean"] is not None]
+        if not group:
+            continue
+        group.sort(key=lambda e: -e["remaining"])
+        x = [100.0 * e["remaining"] for e in group]
+        y = [scale * e[f"{key}_mean"] for e in group]
+        err = [scale * e[f"{key}_std"] for e in group]
+        ax.errorbar(x, y, yerr=err, marker="o", markersize=4, capsize=3, linewidth=1.5,
+                    color=color, label=experiment)
+        if len(group) == 1:  # e.g. the dense baseline: a reference line across the plot
+            ax.axhline(y[0], color=color, linestyle="--", linewidth=1, alpha=0.6)
+    _setup_x(ax, summary)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(loc="outside right upper", fontsize="small")  # never over the data
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def build_figures(summary, *, title: str | None = None, spec: M.MetricSpec | None = None) -> dict[str, object]:
+    """The report's figures (matplotlib ``Figure`` objects), keyed by file name: the headline's, the
+    early-stop iteration's, then each other plotted column's."""
+    spec = spec or M.legacy_spec(bool(summary) and "val_bpb_mean" in summary[0])
+    summary = [e for e in summary if e["remaining"] > 0]  # a log axis has no place for 0
+    if not summary:
+        raise LthError("no results yet")
+    figures = {}
+    for i, c in enumerate(spec.columns):
+        if c.plot:
+            figures[c.plot] = _series_figure(summary, c.name, c.scale, c.ylabel or c.label, title)
+        if i == 0:
+            figures[PLOT_STEP] = _series_figure(summary, "step", 1.0, "Early-stop iteration", title)
+    return figures
+
+
+def plot(summary, out_dir, *, title: str | None = None, spec: M.MetricSpec | None = None) -> list[Path]:
+    """Write the report's PNGs into ``out_dir`` (atomically); return their paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    for name, fig in build_figures(summary, title=title, spec=spec).items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        path = out_dir / name
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths

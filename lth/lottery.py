@@ -283,8 +283,9 @@ class Lottery:
     def run_levels(self, last: int | None = None) -> RunDir:
         last = self.cfg.levels if last is None else last
         done = set(self.run.done_levels())
+        wanted = self.cfg.train_levels
         for level in range(last + 1):
-            if level in done:
+            if level in done or (wanted is not None and level and level not in wanted):
                 continue
             self.train_level(level)
         return self.run

@@ -52,6 +52,9 @@ class Config:
     gamma: float | None = None  # lr_schedule "step": that factor (None: 0.1)
     # the lottery procedure
     levels: int = 20
+    # train only these levels (and level 0): for criteria at init (snip, grasp, synflow) or the oneshot
+    # schedule, where each level is pruned from θ0 or level 0 and needs no level before it
+    train_levels: list | None = None
     prune_rate: float = 0.2
     layer_rates: dict = field(default_factory=lambda: {"fc3.weight": 0.1})
     prune_scope: str = "layer"
@@ -345,10 +348,17 @@ def validate(cfg: Config) -> Config:
     need(takes == task.inputs, f"model {cfg.model} does not fit dataset {cfg.dataset} ({cfg.model} takes "
          f"{takes} inputs, {cfg.dataset} gives {task.inputs})")
     need(cfg.init in SCHEMES, f"unknown init {cfg.init!r}; choose from {sorted(SCHEMES)}")
+    at_init = False
     if cfg.criterion is not None:
         from .scores import SCORES
 
-        SCORES.get(cfg.criterion)
+        score = SCORES.get(cfg.criterion)
+        at_init = score.needs_data or score.iterative
+    if cfg.train_levels is not None:
+        need(all(isinstance(v, int) and 1 <= v <= cfg.levels for v in cfg.train_levels),
+             f"train_levels must be levels in 1..{cfg.levels}, got {cfg.train_levels}")
+        need(at_init or cfg.schedule == "oneshot", "train_levels needs a criterion at init (snip, grasp, "
+             "synflow) or schedule oneshot: an iterative level prunes the level before it")
     from .sources import check as check_weights
 
     check_weights(cfg)

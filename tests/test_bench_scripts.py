@@ -25,3 +25,11 @@ def test_lm_golf_bench_smoke_writes_dense_and_supermask_results(tmp_path):
         assert r["steps"] > 0 and r["tokens_per_second"] > 0 and 0 < r["mfu"] < 1
         assert r["best_bpb"] <= r["final_bpb"] and r["best_step"] <= r["final_step"]
     assert "SMOKE TEST" in (tmp_path / "docs" / "table.txt").read_text()
+
+
+def test_prune_at_init_bench_smoke_prints_every_method_and_its_shuffled_control(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "prune_at_init.py"), "--smoke", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for method in ("imp", "snip", "grasp", "synflow", "random"):
+        assert f"| {method} | its own |" in proc.stdout and f"| {method} | shuffled in each layer |" in proc.stdout

@@ -205,3 +205,20 @@ def test_killed_level_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_pa
         b = load_tensors(tmp_path / "killed" / "level_01" / f"{name}.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "killed" / "level_01" / "partial.json").exists()
+
+
+def test_train_levels_trains_only_the_named_levels_of_a_criterion_at_init(tmp_path):
+    from lth.presets import Config
+
+    cfg = Config(name="tiny", iterations=6, eval_every=3, levels=3, train_levels=[2], criterion="snip",
+                 prune_scope="global", layer_rates={}, prune_rate=0.5)
+    lottery.run(cfg, tmp_path / "r", progress=False)
+    assert sorted({int(r["level"]) for r in rows(tmp_path / "r")}) == [0, 2]
+
+
+def test_train_levels_with_an_iterative_magnitude_schedule_is_a_one_line_error():
+    from lth.errors import ConfigError
+    from lth.presets import Config, validate
+
+    with pytest.raises(ConfigError, match="train_levels needs a criterion at init"):
+        validate(Config(levels=3, train_levels=[2]))

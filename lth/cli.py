@@ -250,7 +250,9 @@ def cmd_generate(args) -> int:
     from .sample import generate, tokenizer_for
 
     t = T.load(args.ticket)
-    if not t.arch["model"].startswith("gpt"):
+    from . import models
+
+    if models.entry(t.arch["model"]).inputs != "tokens":
         raise LthError(f"{args.ticket} holds a {t.arch['model']}, not a language model")
     model = pack.build(t).to(args.device)
     tok = tokenizer_for(t.meta.get("config", {}), args.tokenizer)

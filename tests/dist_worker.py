@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from lth import lottery, pruning
+from lth import level_masks, lottery
 from lth.presets import Config
 
 out, log_dir = sys.argv[1], sys.argv[2]
@@ -24,16 +24,16 @@ def digest(tensors):
     return h.hexdigest()
 
 
-magnitude = pruning.magnitude
+prune = level_masks.LevelPruning.prune  # where the lottery computes a level's masks
 
 
-def recording_magnitude(weights, masks, rates, scope="layer"):
-    new = magnitude(weights, masks, rates, scope)
+def recording_prune(self, *a, **k):
+    new = prune(self, *a, **k)
     digests["masks"].append(digest(new))
     return new
 
 
-pruning.magnitude = recording_magnitude
+level_masks.LevelPruning.prune = recording_prune
 train_group = lottery.Lottery._train_group
 
 

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
 
 import torch
 from torch import nn
@@ -390,60 +389,6 @@ def temperature_at(cfg, step: int) -> float:
     return cfg.temperature * (cfg.temperature_final / cfg.temperature) ** frac
 
 
-# ---------------------------------------------------------------------------------------------------
-# training: the one loop (lth.train.train) with the supermask's hooks
-
-
-class SupermaskHooks:
-    """What supermask training changes in the one training loop (:func:`lth.train.train`): the masks are
-    formed once per step from the scores (so the forward pass and the density pull see the same, for
-    ``bernoulli`` the same sampled, masks), the temperature anneals with the schedule's step, and each
-    evaluation also records the actual mask density and the temperature."""
-
-    def __init__(self, sm: "Supermask", cfg):
-        self.sm, self.cfg = sm, cfg
-        self.penalty = cfg.density_penalty or 0.0
-        self._masks = None
-
-    def begin_step(self, step: int, at: int) -> None:
-        if self.cfg.rule == "ste":
-            self.sm.temperature = temperature_at(self.cfg, at)
-
-    def forward(self, model, x):
-        self._masks = self.sm.soft_masks()
-        return model(x, masks=self._masks)
-
-    def extra_loss(self):
-        return self.sm.density_loss(self.penalty, self._masks) if self.penalty > 0 else None
-
-    def end_step(self, step: int):
-        return None
-
-    def metrics(self, metrics: dict) -> None:
-        metrics["remaining"] = remaining(self.sm)
-        metrics["temperature"] = self.sm.temperature
-
-
-def evaluate(sm: Supermask, task, splits=None) -> dict[str, torch.Tensor]:
-    """Mean metrics per member, with the deterministic masks (evaluation mode): the trainer's evaluation."""
-    from .train import evaluate as run_eval
-
-    return run_eval(sm, task, splits=splits)
-
-
-def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
-                    on_eval: Callable[[int, dict], None] | None = None, progress=None, **kw) -> None:
-    """Train scores and scales for ``cfg.iterations`` steps, or until the time budget ``max_minutes`` is
-    spent (then the schedules run on the fraction of it spent): the one training loop,
-    :func:`lth.train.train`, with :class:`SupermaskHooks` (``kw``: its ``ctx``, ``snapshot``, ``resume``,
-    ``start``). Scores train with ``cfg``'s optimizer and schedule, scales with Adam at ``scale_lr``."""
-    from .train import TrainSpec, train
-
-    sm.scale_lr = cfg.scale_lr
-    train(sm, {}, task, TrainSpec.from_config(cfg), seeds, hooks=SupermaskHooks(sm, cfg), on_eval=on_eval,
-          progress=progress, **kw)
-
-
 def remaining(sm: Supermask) -> list[float]:
     """Actual mask density of each member (evaluation masks), over all masked tensors."""
     masks = sm.masks()
@@ -451,6 +396,7 @@ def remaining(sm: Supermask) -> list[float]:
     return [sum(int(m[i].sum()) for m in masks.values()) / total for i in range(sm.members)]
 
 
-# The run (SupermaskRun, run, checkpoints, materialize) lives in lth.supermask_run; importable from here.
-from .supermask_run import (DEFAULTS, SUPERMASK_FIELDS, SupermaskRun, check, load_checkpoint,  # noqa: E402,F401
-                            materialize, resolve_config, run)
+# Training (hooks for the one loop) and the run (SupermaskRun, checkpoints, materialize) live in
+# lth.supermask_run; importable from here.
+from .supermask_run import (DEFAULTS, SUPERMASK_FIELDS, SupermaskHooks, SupermaskRun,  # noqa: E402,F401
+                            check, evaluate, load_checkpoint, materialize, resolve_config, run, train_supermask)

@@ -1,6 +1,7 @@
-"""A supermask experiment bound to a run directory (the run half of :mod:`lth.supermask`).
+"""Supermask training and runs (the training half of :mod:`lth.supermask`).
 
-:class:`SupermaskRun` trains ``cfg.trials`` trials batched as one :class:`lth.supermask.Supermask` through
+:class:`SupermaskHooks` is what supermask training changes in the one training loop
+(:func:`lth.train.train`); :func:`train_supermask` runs it. :class:`SupermaskRun` trains ``cfg.trials`` trials batched as one :class:`lth.supermask.Supermask` through
 the one training loop, in the lottery run-directory layout: ``config.json``, ``env.json``, ``state.json``
 (``trials_done``), ``results.csv`` (experiment = the rule, level 0, remaining = the actual mask density
 at that evaluation, plus the target ``density``), and per trial ``supermask_trial{t}.safetensors`` with
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Callable
 
 import torch
 from torch import nn
@@ -22,7 +24,7 @@ from torch import nn
 from .init import weights_sha256
 from .errors import ConfigError
 from .init import SCHEMES
-from .supermask import RULES, Supermask, init_scores, scale_init, score_seed, train_supermask
+from .supermask import RULES, Supermask, init_scores, remaining, scale_init, score_seed, temperature_at
 
 # Resolved values of the supermask Config fields when the config leaves them None. Fields a rule does
 # not use must stay None (setting them is an error, so that a run never records an ignored knob).
@@ -80,6 +82,60 @@ def check(cfg) -> None:
 
 
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# training: the one loop (lth.train.train) with the supermask's hooks
+
+
+class SupermaskHooks:
+    """What supermask training changes in the one training loop (:func:`lth.train.train`): the masks are
+    formed once per step from the scores (so the forward pass and the density pull see the same, for
+    ``bernoulli`` the same sampled, masks), the temperature anneals with the schedule's step, and each
+    evaluation also records the actual mask density and the temperature."""
+
+    def __init__(self, sm: Supermask, cfg):
+        self.sm, self.cfg = sm, cfg
+        self.penalty = cfg.density_penalty or 0.0
+        self._masks = None
+
+    def begin_step(self, step: int, at: int) -> None:
+        if self.cfg.rule == "ste":
+            self.sm.temperature = temperature_at(self.cfg, at)
+
+    def forward(self, model, x):
+        self._masks = self.sm.soft_masks()
+        return model(x, masks=self._masks)
+
+    def extra_loss(self):
+        return self.sm.density_loss(self.penalty, self._masks) if self.penalty > 0 else None
+
+    def end_step(self, step: int):
+        return None
+
+    def metrics(self, metrics: dict) -> None:
+        metrics["remaining"] = remaining(self.sm)
+        metrics["temperature"] = self.sm.temperature
+
+
+def evaluate(sm: Supermask, task, splits=None) -> dict[str, torch.Tensor]:
+    """Mean metrics per member, with the deterministic masks (evaluation mode): the trainer's evaluation."""
+    from .train import evaluate as run_eval
+
+    return run_eval(sm, task, splits=splits)
+
+
+def train_supermask(sm: Supermask, task, cfg, seeds: list[int], *,
+                    on_eval: Callable[[int, dict], None] | None = None, progress=None, **kw) -> None:
+    """Train scores and scales for ``cfg.iterations`` steps, or until the time budget ``max_minutes`` is
+    spent (then the schedules run on the fraction of it spent): the one training loop,
+    :func:`lth.train.train`, with :class:`SupermaskHooks` (``kw``: its ``ctx``, ``snapshot``, ``resume``,
+    ``start``). Scores train with ``cfg``'s optimizer and schedule, scales with Adam at ``scale_lr``."""
+    from .train import TrainSpec, train
+
+    sm.scale_lr = cfg.scale_lr
+    train(sm, {}, task, TrainSpec.from_config(cfg), seeds, hooks=SupermaskHooks(sm, cfg), on_eval=on_eval,
+          progress=progress, **kw)
 
 
 class SupermaskRun:

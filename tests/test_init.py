@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import lth.counter_rng as rng_mod
 import lth.init as init_mod
 from lth.errors import ConfigError
 from lth.init import SCHEMES, Dist, fans, generate, init_from_seed, weights_sha256
@@ -64,7 +65,7 @@ def test_golden_sha256_of_small_model(model, scheme, seed):
 @pytest.mark.exact
 def test_golden_first_values_of_each_kind():
     # The same promise, readable: exact float32 bits of the first values of each random kind.
-    bits = {k: generate(1234, "w", (8,), Dist(k, 0.5)).numpy().view(np.uint32) for k in init_mod._STREAMS}
+    bits = {k: generate(1234, "w", (8,), Dist(k, 0.5)).numpy().view(np.uint32) for k in rng_mod._STREAMS}
     assert {k: " ".join(f"{v:08x}" for v in b) for k, b in bits.items()} == {
         "normal": "3cc092a2 3ecacc0d bf024485 beebd944 3f270b0c bdf5d950 3ea5c69b 3f1d2c4d",
         "uniform": "3e4800e4 3e8deeec be8de998 bdb4c5e0 be5e7594 3df53f50 3e4a131c bb346400",
@@ -74,7 +75,7 @@ def test_golden_first_values_of_each_kind():
 
 def test_hash_is_splitmix64():
     # The element hashes are the splitmix64 stream of the key (reference vector for seed 1234567).
-    h = init_mod._hash_chunk(1234567, 0, 5, init_mod._Buffers(5))
+    h = rng_mod._hash_chunk(1234567, 0, 5, rng_mod._Buffers(5))
     assert h.tolist() == [
         6457827717110365317,
         3203168211198807973,
@@ -85,13 +86,13 @@ def test_hash_is_splitmix64():
 
 
 def test_same_bits_across_thread_counts():
-    big = (3 * init_mod._PARALLEL_MIN + 12345,)  # large enough to use the thread pool
+    big = (3 * rng_mod._PARALLEL_MIN + 12345,)  # large enough to use the thread pool
     old = torch.get_num_threads()
     try:
         digests = []
         for n in (1, 2):
             torch.set_num_threads(n)
-            t = {k: generate(5, "big", big, Dist(k, 0.1)) for k in init_mod._STREAMS}
+            t = {k: generate(5, "big", big, Dist(k, 0.1)) for k in rng_mod._STREAMS}
             digests.append((weights_sha256(t), weights_sha256(init_from_seed(lenet(), 1234))))
     finally:
         torch.set_num_threads(old)
@@ -100,11 +101,11 @@ def test_same_bits_across_thread_counts():
 
 def test_same_bits_across_chunk_sizes(monkeypatch):
     shape = (70001,)
-    ref = {k: generate(9, "x", shape, Dist(k, 1.0)) for k in init_mod._STREAMS}
+    ref = {k: generate(9, "x", shape, Dist(k, 1.0)) for k in rng_mod._STREAMS}
     for chunk in (1000, 4096):
-        monkeypatch.setattr(init_mod, "_CHUNK", chunk)
-        monkeypatch.setattr(init_mod, "_PARALLEL_MIN", 2 * chunk)
-        got = {k: generate(9, "x", shape, Dist(k, 1.0)) for k in init_mod._STREAMS}
+        monkeypatch.setattr(rng_mod, "_CHUNK", chunk)
+        monkeypatch.setattr(rng_mod, "_PARALLEL_MIN", 2 * chunk)
+        got = {k: generate(9, "x", shape, Dist(k, 1.0)) for k in rng_mod._STREAMS}
         assert weights_sha256(got) == weights_sha256(ref)
 
 
@@ -201,12 +202,12 @@ def test_ln_and_cos_match_math_to_1e_14():
     edge = [2.0**-32, 1 - 2.0**-32, 1.0, 0.5, 2.0, math.sqrt(0.5), 1e-300, 1e300]
     x = np.concatenate([u1, np.exp(rng.uniform(-700, 700, 50_000)), edge])
     ref = np.array([math.log(v) for v in x])
-    assert np.all(np.abs(init_mod._ln(x) - ref) <= 1e-14 * np.maximum(1.0, np.abs(ref)))
+    assert np.all(np.abs(rng_mod._ln(x) - ref) <= 1e-14 * np.maximum(1.0, np.abs(ref)))
     t = np.concatenate(
         [rng.integers(0, 2**32, 100_000).astype(np.float64) * 2.0**-32, rng.random(50_000), [0, 0.25, 0.5, 1.0]]
     )
     ref = np.array([math.cos(2 * math.pi * v) for v in t])
-    assert np.abs(init_mod._cos_turns(t) - ref).max() < 1e-14
+    assert np.abs(rng_mod._cos_turns(t) - ref).max() < 1e-14
 
 
 def test_zero_for_bias():

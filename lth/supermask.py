@@ -250,7 +250,7 @@ class Supermask(nn.Module):
         """The frozen network with stacked effective ``state`` (as :meth:`eval_state`) on ``[m, B, ...]``."""
         if self.stackable:
             return functional_call(self.base, state, x)
-        return vmap(lambda s, *xi: functional_call(self.base, s, xi))(state, *x)
+        return vmap(lambda s, *xi: functional_call(self.base, s, xi), randomness="different")(state, *x)
 
     def training_state(self) -> dict[str, torch.Tensor]:
         """What training changes (for a mid-run snapshot): scores, scales, learned scales, and the

@@ -151,7 +151,7 @@ def member_forwards(model) -> list[Callable]:
     out = []
     for m in range(model.members):
         mine = {n: t[m : m + 1].detach().clone(memory_format=torch.contiguous_format) for n, t in state.items()}
-        out.append(lambda *x, _s=mine: model.call(_s, *x))
+        out.append(lambda *x, _s=mine, **kw: model.call(_s, *x, **kw))
     return out
 
 

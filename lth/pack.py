@@ -109,7 +109,7 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     model = models.build(arch["model"], arch["input_shape"], arch["num_classes"], **arch["kwargs"])
     regenerates = None  # "seed" or "source" when the reset weights come back bit for bit without floats
     if seed is not None:  # verified: the reset weights must regenerate from it bit for bit
-        regenerated = dict(init_from_seed(model, seed, cfg["init"]).named_parameters())
+        regenerated = _state(init_from_seed(model, seed, cfg["init"]))
         regenerates = "seed" if all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items()) else None
     run_cfg = _run_config(cfg)
     source, arg = sources.of(run_cfg)
@@ -129,7 +129,23 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
         for n, p in model.named_parameters():
             p.copy_(weights[n])
     floats = T.surviving_floats(model, masks, T.FLOAT_DTYPES[dtype])
+    floats.update(buffer_floats(model, weights))
     return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="stored", meta=meta)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers by name (a member's state as checkpoints record it)."""
+    return {**{n: p.detach() for n, p in model.named_parameters()}, **dict(model.named_buffers())}
+
+
+def buffer_floats(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``buffer.<name>`` float32 entries for the floating-point buffers (BatchNorm running statistics) whose
+    values in ``state`` differ from the freshly built model's: the ticket restores them on rebuild."""
+    out = {}
+    for n, b in model.named_buffers():
+        if n in state and b.is_floating_point() and not torch.equal(state[n].to(b.dtype), b):
+            out[f"buffer.{n}"] = state[n].to(torch.float32).contiguous()
+    return out
 
 
 def is_supermask_run(run_dir) -> bool:
@@ -176,6 +192,7 @@ def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
     floats = {f"scale.{n}": v.to(torch.float32).contiguous() for n, v in ckpt["scale"].items()}
     # the model's own learned scales (a GPT's per-head and per-branch scales) replace their init
     floats.update({f"param.{n}": v.to(torch.float32).contiguous() for n, v in ckpt.get("param", {}).items()})
+    floats.update(buffer_floats(model, ckpt.get("buffer", {})))  # BatchNorm statistics of the supermask run
     meta = {"source": str(run_dir), "kind": "supermask", "rule": cfg["rule"], "density": cfg["density"],
             "trial": trial, "dataset": cfg.get("dataset", "mnist"), "level": 0,
             "results": _results_for(run_dir, cfg["rule"], trial, 0),

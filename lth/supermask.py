@@ -168,7 +168,10 @@ class Supermask(nn.Module):
                 g = torch.Generator(device="cpu")
                 g.manual_seed(int(s))
                 self.generators.append(g)
-        self._buffers_base = {n: b for n, b in self.base.named_buffers()}
+        # the model's own buffers (BatchNorm running statistics), one copy per member, stacked [M, ...]
+        self.buffer_names = [n for n, _ in self.base.named_buffers()]
+        for i, (n, b) in enumerate(self.base.named_buffers()):
+            self.register_buffer(f"b{i}", b.detach().unsqueeze(0).repeat(self.members, *([1] * b.dim())))
 
     # --- tensors ---------------------------------------------------------------------------------
 
@@ -230,27 +233,34 @@ class Supermask(nn.Module):
             params[n] = (w.reshape(shape[0], g, -1) * scale[:, :, None]).reshape(shape)
         return params
 
-    def forward(self, x: torch.Tensor, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """[M, B, ...] -> [M, B, ...]; ``masks`` (from :meth:`soft_masks`) saves recomputing them."""
-        params = self.effective(masks)
-        if self.stackable:
-            return functional_call(self.base, params, (x,))
+    def buffer_dict(self) -> dict[str, torch.Tensor]:
+        """name -> the members' stacked buffers [M, ...] (BatchNorm statistics update per member)."""
+        return {n: getattr(self, f"b{i}") for i, n in enumerate(self.buffer_names)}
 
-        def one(p, xi):
-            return functional_call(self.base, (p, self._buffers_base), (xi,))
-
-        return vmap(one)(params, x)
+    def forward(self, *args, masks: dict[str, torch.Tensor] | None = None, **kwargs):
+        """Inputs ``[M, B, ...]`` (one or several, or keywords) -> ``[M, B, ...]``; ``masks`` (from
+        :meth:`soft_masks`) saves recomputing them."""
+        return self._call(self.effective(masks), self.buffer_dict(), args, kwargs)
 
     def eval_state(self) -> dict[str, torch.Tensor]:
-        """name -> stacked effective parameter [M, ...] (evaluation masks) and the model's buffers."""
-        bufs = {n: b.unsqueeze(0).expand(self.members, *b.shape) for n, b in self._buffers_base.items()}
-        return {**self.effective(), **bufs}
+        """name -> stacked effective parameter [M, ...] (evaluation masks) and the members' buffers."""
+        return {**self.effective(), **self.buffer_dict()}
 
-    def call(self, state: dict[str, torch.Tensor], *x: torch.Tensor) -> torch.Tensor:
-        """The frozen network with stacked effective ``state`` (as :meth:`eval_state`) on ``[m, B, ...]``."""
+    def call(self, state: dict[str, torch.Tensor], *args, **kwargs):
+        """The frozen network with stacked effective ``state`` (as :meth:`eval_state`, any leading size)."""
+        bufs = {n: state[n] for n in self.buffer_names}
+        return self._call({n: v for n, v in state.items() if n not in bufs}, bufs, args, kwargs)
+
+    def _call(self, params: dict, buffers: dict, args: tuple, kwargs: dict):
         if self.stackable:
-            return functional_call(self.base, state, x)
-        return vmap(lambda s, *xi: functional_call(self.base, s, xi), randomness="different")(state, *x)
+            return functional_call(self.base, params, args, kwargs)
+        from .ensemble_modes import in_dims
+
+        def one(p, b, a, k):
+            return functional_call(self.base, (p, b), a, k)
+
+        dims = (0, 0, in_dims(args), in_dims(kwargs))
+        return vmap(one, in_dims=dims, randomness="different")(params, buffers, args, kwargs)
 
     def training_state(self) -> dict[str, torch.Tensor]:
         """What training changes (for a mid-run snapshot): scores, scales, learned scales, and the
@@ -258,6 +268,7 @@ class Supermask(nn.Module):
         out = {f"score.{n}": t for n, t in self.score_dict().items()}
         out.update({f"scale.{n}": t for n, t in self.scale_dict().items()})
         out.update({f"param.{n}": t for n, t in self.learned_dict().items()})
+        out.update({f"buffer.{n}": t for n, t in self.buffer_dict().items()})
         gens = getattr(self, "_dev_gens", None) or self.generators or []
         out.update({f"generator.{i}": g.get_state() for i, g in enumerate(gens)})
         return out
@@ -311,6 +322,8 @@ class Supermask(nn.Module):
             out[f"scale.{n}"] = self.scale_dict()[n][m].detach().cpu().clone()
         for n, p in self.learned_dict().items():
             out[f"param.{n}"] = p[m].detach().cpu().clone()
+        for n, b in self.buffer_dict().items():
+            out[f"buffer.{n}"] = b[m].detach().cpu().clone()
         return out
 
 

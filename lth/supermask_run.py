@@ -105,7 +105,9 @@ class SupermaskHooks:
 
     def forward(self, model, x):
         self._masks = self.sm.soft_masks()
-        return model(x, masks=self._masks)
+        if isinstance(x, dict):
+            return model(**x, masks=self._masks)
+        return model(*(x if isinstance(x, tuple) else (x,)), masks=self._masks)
 
     def extra_loss(self):
         return self.sm.density_loss(self.penalty, self._masks) if self.penalty > 0 else None
@@ -272,7 +274,7 @@ def load_checkpoint(path) -> dict[str, dict[str, torch.Tensor]]:
     ``supermask_trial{t}`` file (``param``: the model's own learned scales, see ``supermask_trainable``)."""
     from .io import load_tensors
 
-    out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "score": {}, "scale": {}, "param": {}}
+    out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "score": {}, "scale": {}, "param": {}, "buffer": {}}
     for k, v in load_tensors(path).items():
         kind, _, name = k.partition(".")
         out[kind][name] = v.bool() if kind == "mask" else v
@@ -293,4 +295,7 @@ def materialize(template: nn.Module, seed: int, init: str, ckpt: dict) -> nn.Mod
                 p.copy_(w.reshape(p.shape))
             elif n in ckpt.get("param", {}):
                 p.copy_(ckpt["param"][n])
+        for n, b in model.named_buffers():
+            if n in ckpt.get("buffer", {}):
+                b.copy_(ckpt["buffer"][n])
     return model

@@ -69,6 +69,20 @@ def optim_groups(model, spec: TrainSpec) -> list:
                   matrix_lr=spec.matrix_lr)]
 
 
+@contextlib.contextmanager
+def step_rng(seeds: list[int], step: int, micro: int, rank: int, device):
+    """Torch's global generator seeded from (member seeds, step, micro-batch, rank) for one forward and
+    backward, its previous state restored after: dropout (and anything else drawing from it) is a
+    function of the step, so a resumed run draws what the uninterrupted one would have."""
+    import hashlib
+
+    seed = int.from_bytes(hashlib.sha256(repr(("step-rng", list(seeds), step, micro, rank)).encode()).digest()[:8],
+                          "little")
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type):
+        torch.manual_seed(seed)
+        yield
+
+
 class Hooks:
     """What a training method changes in the one loop (:func:`train`); each is a no-op by default.
 
@@ -358,7 +372,7 @@ def train(
             last = i == spec.grad_accum - 1
             # DDP all-reduces gradients on the last micro-batch only
             sync = model.no_sync() if ctx.active and not last and hasattr(model, "no_sync") else contextlib.nullcontext()
-            with sync:
+            with sync, step_rng(seeds, step, i, ctx.rank, dev):
                 with autocast(dev):
                     loss = task.loss(hooks.forward(model, x), y)
                     extra = hooks.extra_loss()

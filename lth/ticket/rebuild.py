@@ -100,6 +100,7 @@ def _build_model(t: Ticket) -> torch.nn.Module:
         if t.weights == "stored":
             _load_stored(params, t.masks, t.floats)
         _apply_params(params, t.masks, t.floats)
+        _apply_buffers(dict(model.named_buffers()), t.floats)
         _apply_scales(params, t.masks, t.floats)  # before masking, so that pruned entries stay +0.0
         for name, m in t.masks.items():
             params[name].masked_fill_(~m.to(params[name].device), 0.0)  # +0.0 exactly, even over NaN
@@ -132,6 +133,19 @@ def _apply_params(params: dict, masks: dict, floats: dict) -> None:
         if tuple(v.shape) != tuple(params[name].shape):
             raise TicketError(f"float {key!r} has shape {list(v.shape)}, the parameter {list(params[name].shape)}")
         params[name].copy_(v.to(params[name].dtype))
+
+
+def _apply_buffers(buffers: dict, floats: dict) -> None:
+    """``buffer.<name>`` entries replace floating-point buffers (BatchNorm running statistics)."""
+    for key, v in floats.items():
+        if not key.startswith("buffer."):
+            continue
+        name = key[len("buffer."):]
+        if name not in buffers or not buffers[name].is_floating_point():
+            raise TicketError(f"float {key!r} names no floating-point buffer of the architecture")
+        if tuple(v.shape) != tuple(buffers[name].shape):
+            raise TicketError(f"float {key!r} has shape {list(v.shape)}, the buffer {list(buffers[name].shape)}")
+        buffers[name].copy_(v.to(buffers[name].dtype))
 
 
 def _apply_scales(params: dict, masks: dict, floats: dict) -> None:

@@ -65,10 +65,9 @@ def full_val_bpb(cfg, state: dict) -> float:
 
 
 def final_state(run_dir: Path, level: int) -> dict:
-    from lth.io import load_tensors
+    from lth import checkpoints
 
-    flat = load_tensors(run_dir / f"level_{level:02d}" / "ticket_trial0.safetensors")
-    return {k[6:]: v for k, v in flat.items() if k.startswith("final.")}
+    return checkpoints.read(checkpoints.member_path(run_dir, level, "ticket", 0), ("final",))["final"]
 
 
 def gpt_cfg(cfg) -> GPTConfig:
@@ -93,7 +92,6 @@ def small_shape(vocab: int, target_bytes: int, n_layer: int = 2, bytes_per_param
 
 def equal_bytes_dense(minutes: float, target_bytes: int, out: Path) -> dict:
     """Train a small dense GPT whose int8+zlib artifact is near ``target_bytes``; evaluate it dequantized."""
-    from lth import pack
     from lth.quant import int8_zlib
     from lth.train import evaluate
 
@@ -101,8 +99,7 @@ def equal_bytes_dense(minutes: float, target_bytes: int, out: Path) -> dict:
     shape = small_shape(lottery.task_shape(base)[1], target_bytes)
     cfg = dataclasses.replace(base, max_minutes=minutes, levels=0, model_args=shape)
     run = lottery.run(cfg, out, dense_only=True)
-    flat = {k[6:]: v for k, v in pack.load_tensors(run.path / "level_00" / "ticket_trial0.safetensors").items()
-            if k.startswith("final.")}
+    flat = final_state(run.path, 0)
     nbytes, deq = int8_zlib(flat)
     full = full_val_bpb(cfg, deq)
     lot = lottery.Lottery(cfg, out, progress=False)

@@ -35,7 +35,8 @@ from .branches import BranchContext, derive_seed  # noqa: F401  (derive_seed: ol
 from .ensemble import Ensemble
 from .errors import ConfigError
 from .init import init_from_seed
-from .io import atomic_save_tensors, load_tensors
+from . import checkpoints
+from .io import atomic_save_tensors
 from .level_masks import LevelPruning
 from .presets import Config, validate
 from .run import RunDir
@@ -131,17 +132,11 @@ class Lottery:
     def rewind_point(self, t: int) -> dict[str, torch.Tensor]:
         if self.cfg.rewind_step == 0:
             return self.theta0(t)
-        saved = load_tensors(self.run.path / "rewind.safetensors")
-        return {n[len(f"trial{t}.") :]: v for n, v in saved.items() if n.startswith(f"trial{t}.")}
+        return checkpoints.read_rewind(self.run.path, t)
 
     def checkpoint(self, level: int, experiment: str, t: int) -> dict[str, dict[str, torch.Tensor]]:
-        path = self.run.level_dir(level) / f"{experiment}_trial{t}.safetensors"
-        flat = load_tensors(path)
-        out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "init": {}, "final": {}}
-        for k, v in flat.items():
-            kind, _, name = k.partition(".")
-            out[kind][name] = v.bool() if kind == "mask" else v
-        return out
+        path = checkpoints.member_path(self.run.path, level, experiment, t)
+        return checkpoints.read(path, ("mask", "init", "final"))
 
     # --- masks -----------------------------------------------------------------------------------
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import torch
 
-from . import models, sources
+from . import checkpoints, models, sources
 from . import ticket as T
 from .errors import LthError
 from .init import init_from_seed
-from .io import load_tensors
 
 
 def _config(run_dir: Path) -> dict:
@@ -96,13 +95,11 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     from .branches import BRANCHES
 
     BRANCHES.get(experiment)  # one-line error for an unknown branch
-    ckpt = run_dir / f"level_{level:02d}" / f"{experiment}_trial{trial}.safetensors"
+    ckpt = checkpoints.member_path(run_dir, level, experiment, trial)
     if not ckpt.exists():
         raise LthError(f"no checkpoint {ckpt.name} in level {level} (experiment and trial exist?)")
-    flat = load_tensors(ckpt)
-    masks = {k[5:]: v.bool() for k, v in flat.items() if k.startswith("mask.")}
-    reset = {k[5:]: v for k, v in flat.items() if k.startswith("init.")}
-    final = {k[6:]: v for k, v in flat.items() if k.startswith("final.")}
+    parts = checkpoints.read(ckpt, ("mask", "init", "final"))
+    masks, reset, final = parts["mask"], parts["init"], parts["final"]
     arch = _arch(cfg)
     ck_meta = _checkpoint_meta(ckpt)
     seed = _member_seed(cfg, ck_meta, experiment, trial, level)
@@ -201,10 +198,7 @@ def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
 
 
 def _checkpoint_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
+    return checkpoints.metadata(path)
 
 
 def build(t: T.Ticket) -> torch.nn.Module:

@@ -46,6 +46,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> T:
+        """Remove and return the entry ``name`` (a plugin or a test that registered it cleans up)."""
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         """The entry named ``name``; a one-line ConfigError listing the choices when there is none."""
         try:

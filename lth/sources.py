@@ -165,19 +165,16 @@ def _run_check(cfg, arg) -> None:
 
 
 def _run_theta0(cfg, arg, template, seed, trial) -> State:
-    from .io import load_tensors
+    from . import checkpoints
 
     run_dir, level = _run_parts(arg)
     rewind = run_dir / "rewind.safetensors"
     if level is None and rewind.is_file():
-        prefix = f"trial{trial}."
-        found = {k[len(prefix):]: v for k, v in load_tensors(rewind).items() if k.startswith(prefix)}
-        return _state(template, found, f"{rewind} (trial {trial})")
-    path = run_dir / f"level_{level or 0:02d}" / f"ticket_trial{trial}.safetensors"
+        return _state(template, checkpoints.read_rewind(run_dir, trial), f"{rewind} (trial {trial})")
+    path = checkpoints.member_path(run_dir, level or 0, "ticket", trial)
     if not path.is_file():
         raise ConfigError(f"weights run:{arg}: no {path.name} in level {level or 0}")
-    found = {k[5:]: v for k, v in load_tensors(path).items() if k.startswith("init.")}
-    return _state(template, found, str(path))
+    return _state(template, checkpoints.read(path, ("init",))["init"], str(path))
 
 
 SOURCES.register("run")(Source("run", _run_theta0, _run_check, False, lambda cfg, arg: {"kind": "run", "run": arg}))

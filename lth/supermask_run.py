@@ -156,6 +156,10 @@ class SupermaskRun:
         self.cfg = resolve(cfg, self.task.train_size)
         self.run = RunDir(out, writer=self.ctx.main)
         self.run.open(self.cfg.to_dict(), self.device)
+        if self.ctx.main:  # what the task's metrics are, for lth report
+            from . import metrics, tasks
+
+            metrics.write(self.run.path, tasks.entry(self.cfg).metrics)
         self.progress = progress and self.ctx.main
         self.template = build_template(self.cfg, self.task)
         self.names = prunable(self.cfg, self.template)
@@ -272,13 +276,9 @@ def run(cfg, out, *, progress: bool = True):
 def load_checkpoint(path) -> dict[str, dict[str, torch.Tensor]]:
     """``{"mask": {name: bool}, "score": {...}, "scale": {...}, "param": {...}}`` from a
     ``supermask_trial{t}`` file (``param``: the model's own learned scales, see ``supermask_trainable``)."""
-    from .io import load_tensors
+    from .checkpoints import read
 
-    out: dict[str, dict[str, torch.Tensor]] = {"mask": {}, "score": {}, "scale": {}, "param": {}, "buffer": {}}
-    for k, v in load_tensors(path).items():
-        kind, _, name = k.partition(".")
-        out[kind][name] = v.bool() if kind == "mask" else v
-    return out
+    return read(path, ("mask", "score", "scale", "param", "buffer"))
 
 
 def materialize(template: nn.Module, seed: int, init: str, ckpt: dict) -> nn.Module:

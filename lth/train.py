@@ -64,9 +64,17 @@ def optim_groups(model, spec: TrainSpec) -> list:
 
     if hasattr(model, "optim_groups"):
         return model.optim_groups(spec)
-    return [Group(list(model.stacked), spec.optimizer, spec.lr, spec.weight_decay, spec.momentum, fused=True,
-                  names=list(model.names), transposed=[n for n, t in zip(model.names, model.transposed) if t],
-                  matrix_lr=spec.matrix_lr)]
+    transposed = [n for n, t in zip(model.names, model.transposed) if t]
+    if not spec.weight_decay or spec.optimizer == "muon":  # muon sorts its own groups
+        return [Group(list(model.stacked), spec.optimizer, spec.lr, spec.weight_decay, spec.momentum, fused=True,
+                      names=list(model.names), transposed=transposed, matrix_lr=spec.matrix_lr)]
+    from .models import param_groups
+
+    # weight decay only where the model says so (lth.models.param_groups: not on norms and biases)
+    no_decay = set(param_groups(model.base)["no_decay"])
+    by_name = dict(zip(model.names, model.stacked))
+    return [Group([by_name[n] for n in model.names if (n in no_decay) == nd], spec.optimizer, spec.lr,
+                  0.0 if nd else spec.weight_decay, spec.momentum, fused=True) for nd in (False, True)]
 
 
 @contextlib.contextmanager

@@ -67,6 +67,10 @@ class PairNet(nn.Module):
         return self.out(self.drop(self.bn(self.fa(a) - self.fb(b)).relu()))
 
 
+ADDED = ((TASKS, "toy_pairs"), (MODELS, "toy_pairnet"), (SCORES, "row_magnitude"), (BRANCHES, "sign_flip"),
+         (LR_SCHEDULES, "halve"))
+
+
 def _register():
     if "toy_pairs" in TASKS:
         return
@@ -86,9 +90,17 @@ def _register():
     LR_SCHEDULES.register("halve")(lambda spec, p: 1.0 if p.step < spec.iterations // 2 else 0.1)
 
 
-@pytest.fixture(scope="module")
-def cfg():
+@pytest.fixture(scope="module", autouse=True)
+def registered():
+    """The new entries exist for this file's tests only (the registries are shared by the whole suite)."""
     _register()
+    yield
+    for registry, name in ADDED:
+        registry.unregister(name)
+
+
+@pytest.fixture(scope="module")
+def cfg(registered):
     return Config(name="toy", dataset="toy_pairs", model="toy_pairnet", layer_rates={}, iterations=30,
                   eval_every=10, batch_size=20, levels=2, trials=2, prune_rate=0.3, criterion="row_magnitude",
                   controls=["reinit", "sign_flip"], lr_schedule="halve", lr=1e-2, init="kaiming_normal")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lth import lottery, pack
+from lth.io import load_tensors
 from lth import ticket as T
 from lth.errors import LthError
 from lth.presets import Config
@@ -33,7 +34,7 @@ def test_lottery_ticket_at_init_packs_into_seed_and_masks(run_dir):
 def test_reinit_ticket_packs_with_its_own_seed(run_dir):
     t = pack.from_lottery_run(run_dir, experiment="reinit")
     assert t.weights == "seed" and t.seed != 0
-    ck = lottery.load_tensors(run_dir / "level_02" / "reinit_trial0.safetensors")
+    ck = load_tensors(run_dir / "level_02" / "reinit_trial0.safetensors")
     model = pack.build(t)
     m = t.masks["fc1.weight"]
     assert torch.equal(model.fc1.weight[m], ck["init.fc1.weight"][m])
@@ -43,7 +44,7 @@ def test_packed_masks_equal_run_masks(run_dir, tmp_path):
     t = pack.from_lottery_run(run_dir, level=1)
     T.save(t, tmp_path / "a.ticket")
     back = T.load(tmp_path / "a.ticket")
-    ck = lottery.load_tensors(run_dir / "level_01" / "ticket_trial0.safetensors")
+    ck = load_tensors(run_dir / "level_01" / "ticket_trial0.safetensors")
     for n, m in back.masks.items():
         assert torch.equal(m, ck[f"mask.{n}"].bool())
 
@@ -85,9 +86,9 @@ def test_not_a_run_dir_is_clear_error(tmp_path):
 def test_export_dense_has_zeros_where_pruned(run_dir, tmp_path):
     t = pack.from_lottery_run(run_dir)
     pack.export(t, tmp_path / "x", torch_prune=True)
-    dense = lottery.load_tensors(tmp_path / "x" / "model.safetensors")
+    dense = load_tensors(tmp_path / "x" / "model.safetensors")
     assert (dense["fc1.weight"][~t.masks["fc1.weight"]] == 0).all()
-    tp = lottery.load_tensors(tmp_path / "x" / "model_torch_prune.safetensors")
+    tp = load_tensors(tmp_path / "x" / "model_torch_prune.safetensors")
     assert torch.equal(tp["fc1.weight_mask"].bool(), t.masks["fc1.weight"])
     assert "fc1.weight_orig" in tp
 
@@ -99,7 +100,7 @@ def test_torch_prune_export_loads_into_a_pruned_model(run_dir, tmp_path):
 
     t = pack.from_lottery_run(run_dir)
     pack.export(t, tmp_path / "y", torch_prune=True)
-    state = lottery.load_tensors(tmp_path / "y" / "model_torch_prune.safetensors")
+    state = load_tensors(tmp_path / "y" / "model_torch_prune.safetensors")
     m = LeNet()
     for name in ("fc1", "fc2", "fc3"):
         prune.identity(getattr(m, name), "weight")
@@ -191,12 +192,12 @@ def test_supermask_export_is_scale_times_weight_times_mask(sm_run, tmp_path):
 
     t = pack.from_run(sm_run, trial=0)
     pack.export(t, tmp_path / "x", torch_prune=True)
-    dense = lottery.load_tensors(tmp_path / "x" / "model.safetensors")
+    dense = load_tensors(tmp_path / "x" / "model.safetensors")
     want = dict(S.materialize(LeNet(), 0, t.init, S.load_checkpoint(sm_run / "supermask_trial0.safetensors"))
                 .named_parameters())
     for n, p in want.items():
         assert torch.equal(dense[n], p.detach())
-    tp = lottery.load_tensors(tmp_path / "x" / "model_torch_prune.safetensors")
+    tp = load_tensors(tmp_path / "x" / "model_torch_prune.safetensors")
     assert torch.equal(tp["fc2.weight_mask"].bool(), t.masks["fc2.weight"])
 
 

@@ -204,3 +204,13 @@ def test_run_without_metric_spec_reports_as_before(tmp_path):
     assert MS.read(tmp_path) is None
     table = R.report(tmp_path)
     assert "test acc @ ES (%)" in table and "bpb @ ES" in table and "60.00" in table
+
+
+def test_an_unregistered_entry_is_gone_and_can_be_registered_again():
+    from lth.registry import Registry
+
+    reg = Registry("thing")
+    reg.register("a")(1)
+    assert reg.unregister("a") == 1 and "a" not in reg
+    reg.register("a")(2)
+    assert reg.get("a") == 2

@@ -262,3 +262,12 @@ def test_killed_supermask_run_resumes_from_its_snapshot_like_an_uninterrupted_ru
         b = load_tensors(tmp_path / "killed" / f"supermask_trial{t}.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "killed" / "partial_trials0-1.json").exists()
+
+
+def test_a_supermask_run_records_its_tasks_metric_spec(tmp_path):
+    from lth.presets import override, preset as get
+
+    S.run(override(get("mnist_supermask"), {"iterations": 4, "epochs": None, "eval_every": 2}), tmp_path / "r",
+          progress=False)
+    spec = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "test_acc" in json.dumps(spec)

@@ -142,3 +142,15 @@ def test_compile_true_trains_on_cpu_too(task):
     before = {n: p.clone() for n, p in ens.params().items()}
     train(ens, {}, task, TrainSpec(iterations=2, batch_size=32, lr=1e-3, compile=True, eval_every=10**6), [0])
     assert any(not torch.equal(before[n], p) for n, p in ens.params().items())
+
+
+def test_weight_decay_spares_biases_and_norms(task):
+    from lth.optimizers import Optimizers
+    from lth.train import optim_groups
+
+    ens = Ensemble(LeNet(), [{k: v.detach().clone() for k, v in LeNet().named_parameters()}])
+    groups = Optimizers(optim_groups(ens, TrainSpec(iterations=1, batch_size=1, lr=0.1, optimizer="sgd",
+                                                    weight_decay=0.1))).groups
+    decayed = {id(p) for g in groups if g.weight_decay > 0 for p in g.params}
+    names = {n for n, p in zip(ens.names, ens.stacked) if id(p) in decayed}
+    assert names == {"fc1.weight", "fc2.weight", "fc3.weight"}

@@ -74,20 +74,8 @@ class Levels:
 
 @SPARSITY_SCHEDULES.register("oneshot")
 @dataclass(frozen=True)
-class OneShot:
+class OneShot(Levels):
     """One-shot pruning: level L prunes the dense network straight to level L's density."""
-
-    rate: Rate
-    per_step: ClassVar[bool] = False
-
-    def __post_init__(self):
-        _check_rate(self.rate)
-
-    def density(self, level: int) -> Rate:
-        return _each(self.rate, lambda r: (1.0 - r) ** level)
-
-    def should_prune(self, level: int) -> bool:
-        return level >= 1
 
     def prune_from(self, level: int) -> int:
         return 0

@@ -318,12 +318,12 @@ def train(
     dev = opt.params()[0].device
     # Float copies of the masks: multiplying by a bool tensor would convert it on every step.
     # Masks that keep everything (a dense level) are skipped: multiplying by 1 changes nothing.
-    params = ens.params() if masks else {}
+    params = ens.params() if hasattr(ens, "params") else {}  # what masks (given, or from hooks) apply to
 
     def float_masks(ms):
         return {n: m.to(params[n].dtype) for n, m in ms.items() if not bool(m.all())}
 
-    fmasks = float_masks(masks)
+    fmasks, dynamic = float_masks(masks), False
     with torch.no_grad():
         for n, m in fmasks.items():
             params[n].mul_(m)
@@ -376,11 +376,11 @@ def train(
         idx = batches(step)[:, ctx.rank :: ctx.world]  # this rank's share of every member's batch
         opt.zero_grad()
         for i, part in enumerate(idx.chunk(spec.grad_accum, dim=1)):
-            x, y = task.batch(part)
             last = i == spec.grad_accum - 1
             # DDP all-reduces gradients on the last micro-batch only
             sync = model.no_sync() if ctx.active and not last and hasattr(model, "no_sync") else contextlib.nullcontext()
             with sync, step_rng(seeds, step, i, ctx.rank, dev):
+                x, y = task.batch(part)  # augmentation or token masking draws from the step's generator
                 with autocast(dev):
                     loss = task.loss(hooks.forward(model, x), y)
                     extra = hooks.extra_loss()
@@ -397,13 +397,15 @@ def train(
                 grads = list(ens.grads().values()) if hasattr(ens, "grads") else [p.grad for p in opt.params()]
                 clip_members([g for g in grads if g is not None], spec.grad_clip)
         opt.step()
-        if not opt.elementwise:
+        # Elementwise optimizers leave a zero weight with zero gradient and zero state at zero; once a
+        # hook has pruned mid-training, the state of newly pruned weights is not zero: re-apply.
+        if not opt.elementwise or dynamic:
             with torch.no_grad():
                 for n, m in fmasks.items():
                     params[n].mul_(m)
         changed = hooks.end_step(step)
         if changed is not None:  # masks that change during training (gradual pruning)
-            fmasks = float_masks(changed)
+            fmasks, dynamic = float_masks(changed), True
             with torch.no_grad():
                 for n, m in fmasks.items():
                     params[n].mul_(m)

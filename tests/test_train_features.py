@@ -154,3 +154,56 @@ def test_weight_decay_spares_biases_and_norms(task):
     decayed = {id(p) for g in groups if g.weight_decay > 0 for p in g.params}
     names = {n for n, p in zip(ens.names, ens.stacked) if id(p) in decayed}
     assert names == {"fc1.weight", "fc2.weight", "fc3.weight"}
+
+
+def test_masks_that_a_hook_changes_mid_training_keep_their_pruned_weights_at_zero(task):
+    """Gradual pruning's shape: a hook's end_step returns new masks (the cubic schedule's, here), and
+    from that step on the trainer keeps the newly pruned weights exactly zero."""
+    from lth.sparsity import Cubic
+    from lth.train import Hooks
+
+    ens = Ensemble(LeNet(), [{k: v.detach().clone() for k, v in LeNet().named_parameters()}])
+    schedule, seen = Cubic(final_density=0.25, end=6, frequency=2), []
+
+    class Gradual(Hooks):
+        masks = {}
+
+        def end_step(self, step):
+            seen.append(step)
+            if not schedule.should_prune(step + 1):
+                return None
+            w = ens.params()["fc1.weight"][0].detach().abs()
+            keep = max(1, round(schedule.density(step + 1) * w.numel()))
+            m = torch.zeros(w.numel(), dtype=torch.bool)
+            m[w.flatten().topk(keep).indices] = True
+            self.masks = {"fc1.weight": m.view_as(w)[None]}
+            return self.masks
+
+    hooks = Gradual()
+    train(ens, {}, task, TrainSpec(iterations=8, batch_size=32, lr=1e-2, eval_every=10**6), [0], hooks=hooks)
+    assert seen == list(range(8))
+    w, m = ens.params()["fc1.weight"], hooks.masks["fc1.weight"]
+    assert int(m.sum()) == round(0.25 * m.numel()) and torch.all(w[~m] == 0) and torch.all(w[m] != 0)
+
+
+def test_random_augmentation_in_a_tasks_batches_is_the_same_in_every_run(task):
+    class Noisy:
+        """The MNIST task with Gaussian noise added to every training batch (an augmentation)."""
+
+        def __init__(self, inner):
+            self.inner, self.train_size = inner, inner.train_size
+
+        def batch(self, idx):
+            x, y = self.inner.batch(idx)
+            return x + 0.1 * torch.randn_like(x), y
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    finals = []
+    for _ in range(2):
+        ens = lenet_ensemble()
+        train(ens, {}, Noisy(task), TrainSpec(iterations=3, batch_size=32, lr=1e-2, eval_every=10**6), [0, 1])
+        finals.append(ens.member_state(1))
+        torch.randn(7)  # whatever else draws from the generator between runs changes nothing
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])

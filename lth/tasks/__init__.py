@@ -25,7 +25,10 @@ Contract of a task instance:
   ``test_*`` too, so every results row has the same columns.
 - ``batch(idx) -> (x, y)``: ``idx`` is ``[M, B]`` indices into the training split (member ``m``'s
   data order comes from its seed and the step, see ``lth.train.Batches``), ``x`` and ``y`` lead with
-  ``[M, B]``.
+  ``[M, B]``. Randomness in it (augmentation, token masking) draws from torch's default generator,
+  which the trainer seeds from (member seeds, step, micro-batch, rank) for that step alone
+  (``lth.train.step_rng``): the same batches every run, and a resumed run sees what the killed one
+  would have.
 - ``loss(out, y) -> scalar``: the sum over members of each member's mean loss (so each member gets
   exactly its own gradient).
 - ``evaluate(forward, members, split, *, rank=0, world=1) -> sums``: per-member SUMS over this

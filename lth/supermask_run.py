@@ -104,10 +104,10 @@ class SupermaskHooks:
             self.sm.temperature = temperature_at(self.cfg, at)
 
     def forward(self, model, x):
+        from .train import call_with
+
         self._masks = self.sm.soft_masks()
-        if isinstance(x, dict):
-            return model(**x, masks=self._masks)
-        return model(*(x if isinstance(x, tuple) else (x,)), masks=self._masks)
+        return call_with(model, x, masks=self._masks)
 
     def extra_loss(self):
         return self.sm.density_loss(self.penalty, self._masks) if self.penalty > 0 else None

@@ -117,13 +117,14 @@ class Hooks:
         pass
 
 
-def call_with(model, x):
-    """``model`` on a task's inputs: one tensor, a tuple of positional inputs or a dict of keyword ones."""
+def call_with(model, x, **extra):
+    """``model`` on a task's inputs: one tensor, a tuple of positional inputs or a dict of keyword ones
+    (``extra``: more keyword arguments, e.g. the supermask's masks)."""
     if isinstance(x, dict):
-        return model(**x)
+        return model(**x, **extra)
     if isinstance(x, tuple):
-        return model(*x)
-    return model(x)
+        return model(*x, **extra)
+    return model(x, **extra)
 
 
 def data_order(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -76,12 +76,10 @@ def check_compatible(masks: Masks, params: dict[str, torch.Tensor]) -> None:
     """Raise a one-line LthError when masks name unknown parameters or have the wrong shape."""
     for name, m in masks.items():
         if name not in params:
-            raise LthError(f"mask for unknown parameter {name!r}")
+            raise LthError(f"mask {name!r} names no parameter of the architecture")
         if tuple(m.shape) != tuple(params[name].shape):
-            raise LthError(
-                f"mask shape {tuple(m.shape)} does not match parameter {name!r} of shape "
-                f"{tuple(params[name].shape)}"
-            )
+            raise LthError(f"mask {name!r} has shape {list(m.shape)} but the architecture's parameter is "
+                           f"{list(params[name].shape)}")
 
 
 def save(masks: Masks, path: str | Path) -> None:

@@ -54,14 +54,12 @@ def _build_arch(arch: dict, device: str = "cpu") -> torch.nn.Module:
 
 
 def _check_fit(masks: dict, params: dict) -> None:
-    for name, m in masks.items():
-        if name not in params:
-            raise TicketError(f"mask {name!r} names no parameter of the architecture")
-        if tuple(m.shape) != tuple(params[name].shape):
-            raise TicketError(
-                f"mask {name!r} has shape {list(m.shape)} but the architecture's parameter is "
-                f"{list(params[name].shape)}"
-            )
+    from ..masks import check_compatible
+
+    try:
+        check_compatible(masks, params)
+    except LthError as e:
+        raise TicketError(str(e)) from None
 
 
 @torch.no_grad()

@@ -14,3 +14,15 @@ class ConfigError(LthError):
 
 class DataError(LthError):
     """A missing, malformed or truncated data file."""
+
+
+class RunDirError(LthError):
+    """A run directory that cannot be used: held by another process, or a file in it unreadable."""
+
+
+class NonFiniteLoss(LthError):
+    """Training produced a NaN or infinite loss; ``step`` and ``member`` say where."""
+
+    def __init__(self, msg: str, step: int | None = None, member: int | None = None):
+        super().__init__(msg)
+        self.step, self.member = step, member

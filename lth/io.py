@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
+
+from .errors import LthError
+
+# ``.<name>.<pid>.<8 hex>.tmp``: what :func:`atomic_write_bytes` writes before its rename
+TEMP_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")
 
 # torch is imported inside the tensor functions only, so that reports (which import this module)
 # do not pay for it.
@@ -21,19 +27,53 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     ``os.open`` with mode 0o666 gives the file the umask's usual permissions (mkstemp's are 0o600).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        make_dir(path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # e.g. a directory where the file goes, a full disk
+            raise unwritable(path, exc) from None
         raise
+
+
+def unwritable(path, exc: OSError) -> LthError:
+    """One line for a path lth cannot write: a file in the way, no permission, a full disk."""
+    why = {NotADirectoryError: "a parent is a file, not a directory", FileExistsError: "a file is in the way",
+           PermissionError: "permission denied", IsADirectoryError: "it is a directory"}.get(type(exc), exc.strerror)
+    return LthError(f"{path}: cannot write ({why or exc}); choose another path")
+
+
+def make_dir(path: str | Path) -> Path:
+    """``mkdir -p`` with one line (:func:`unwritable`) when it cannot be made."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise unwritable(path, PermissionError(13, "permission denied"))
+    return path
+
+
+def remove_stale_temps(root: str | Path) -> list[Path]:
+    """Delete the temp files killed writers left under ``root`` (call only while holding its lock)."""
+    gone = []
+    for p in Path(root).rglob(".*.tmp"):
+        if TEMP_NAME.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

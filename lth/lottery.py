@@ -33,7 +33,7 @@ from . import masks as M
 from . import metrics as metric_spec
 from .branches import BranchContext, derive_seed  # noqa: F401  (derive_seed: older importers)
 from .ensemble import Ensemble
-from .errors import ConfigError
+from .errors import ConfigError, NonFiniteLoss
 from .init import init_from_seed
 from . import checkpoints
 from .io import atomic_save_tensors
@@ -253,11 +253,15 @@ class Lottery:
                 start = step
             snapshot = snaps.callback(ens, rows)
 
-        captured = train(
-            ens, masks, self.task, self.spec, [self.seeds[g.trial] for g in group],
-            start=start, capture=capture, on_eval=on_eval, ctx=self.ctx, progress=bar,
-            snapshot=snapshot, resume=resume,
-        )
+        try:
+            captured = train(
+                ens, masks, self.task, self.spec, [self.seeds[g.trial] for g in group],
+                start=start, capture=capture, on_eval=on_eval, ctx=self.ctx, progress=bar,
+                snapshot=snapshot, resume=resume,
+            )
+        except NonFiniteLoss as e:  # the level is not marked done
+            who = "" if e.member is None else f"{group[e.member].experiment} trial {group[e.member].trial}, "
+            raise NonFiniteLoss(f"level {level}, {who}{e}", e.step, e.member) from None
         finals = [ens.member_state(i) for i in range(len(group))]
         return finals, captured
 
@@ -277,7 +281,8 @@ class Lottery:
 
     def run_levels(self, last: int | None = None) -> RunDir:
         last = self.cfg.levels if last is None else last
-        done = set(self.run.done_levels())
+        # a finished level whose directory was deleted (to redo it, after a corrupt checkpoint) trains again
+        done = {lv for lv in self.run.done_levels() if self.run.level_dir(lv).is_dir()}
         wanted = self.cfg.train_levels
         for level in range(last + 1):
             if level in done or (wanted is not None and level and level not in wanted):
@@ -302,4 +307,5 @@ def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False, ti
     try:
         return lottery.run_levels(0 if dense_only else None)
     finally:
+        lottery.run.unlock()
         D.teardown(lottery.ctx)

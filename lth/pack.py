@@ -9,7 +9,6 @@ few learned scales as float32 entries: its weights were never trained.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -24,7 +23,24 @@ def _config(run_dir: Path) -> dict:
     p = run_dir / "config.json"
     if not p.exists():
         raise LthError(f"{run_dir} is not a run directory (no config.json)")
-    return json.loads(p.read_text())
+    from .errors import RunDirError
+    from .run import read_json
+
+    todo = "it is not a run lth can pack (its config is lost): rerun the experiment"
+    cfg = read_json(p, todo)
+    try:
+        _run_config(cfg)
+        if not (isinstance(cfg["model"], str) and isinstance(cfg["init"], str) and type(cfg["seed"]) is int):
+            raise TypeError("model, init or seed of the wrong type")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{p}: not a run config ({type(exc).__name__}: {str(exc)[:120]}); {todo}") from None
+    return cfg
+
+
+def _done(run_dir: Path, key: str) -> list[int]:
+    from .run import STATE_TODO, RunDir, int_list
+
+    return int_list(RunDir(run_dir, writer=False).state(), key, run_dir / "state.json", STATE_TODO)
 
 
 def _run_config(cfg: dict):
@@ -67,26 +83,26 @@ def _member_seed(cfg: dict, meta: dict, experiment: str, trial: int, level: int)
 
 def _results_for(run_dir: Path, experiment: str, trial: int, level: int) -> dict:
     """The member's last evaluation row (metrics recorded before packing)."""
-    import csv
+    from .errors import RunDirError
+    from .run import RunDir
 
-    path = run_dir / "results.csv"
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        rows = [r for r in csv.DictReader(f)
-                if r["experiment"] == experiment and int(r["trial"]) == trial and int(r["level"]) == level]
-    if not rows:
-        return {}
-    last = max(rows, key=lambda r: int(r["step"]))
-    return {k: float(v) for k, v in last.items() if k not in ("experiment", "trial", "level") and v != ""}
+    rows = [r for r in RunDir(run_dir, writer=False).read_rows()
+            if r.get("experiment") == experiment and int(r["trial"]) == trial and int(r["level"]) == level]
+    try:
+        if not rows:
+            return {}
+        last = max(rows, key=lambda r: int(r["step"]))
+        return {k: float(v) for k, v in last.items() if k not in ("experiment", "trial", "level") and v}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunDirError(f"{run_dir / 'results.csv'}: unreadable row ({type(exc).__name__}: {str(exc)[:120]}); "
+                          "delete it and state.json to redo every level") from None
 
 
 def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ticket", trial: int = 0,
                      trained: bool = False, dtype: str = "float16") -> T.Ticket:
     run_dir = Path(run_dir)
     cfg = _config(run_dir)
-    state = run_dir / "state.json"
-    done = json.loads(state.read_text())["levels_done"] if state.exists() else []
+    done = _done(run_dir, "levels_done")
     if not done:
         raise LthError(f"{run_dir} has no finished level to pack")
     level = max(done) if level is None else level
@@ -171,8 +187,7 @@ def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
 
     run_dir = Path(run_dir)
     cfg = _config(run_dir)
-    state = run_dir / "state.json"
-    done = json.loads(state.read_text()).get("trials_done", []) if state.exists() else []
+    done = _done(run_dir, "trials_done")
     ckpt_path = run_dir / f"supermask_trial{trial}.safetensors"
     if trial not in done or not ckpt_path.exists():
         raise LthError(f"trial {trial} is not finished in {run_dir} (finished: {sorted(done)})")

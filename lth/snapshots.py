@@ -40,10 +40,13 @@ def training_state(model) -> dict[str, torch.Tensor]:
 
 
 def load_training_state(model, state: dict[str, torch.Tensor]) -> None:
+    mine = training_state(model)
+    bad = [k for k, v in mine.items() if k in state and v.shape != state[k].shape]
+    if bad:  # checked before anything is copied (copy_ would broadcast a [1, ...] over the members)
+        raise ValueError(f"{bad[0]}: shape {tuple(state[bad[0]].shape)}, not {tuple(mine[bad[0]].shape)}")
     if hasattr(model, "load_training_state"):
         model.load_training_state(state)
         return
-    mine = training_state(model)
     if set(mine) != set(state):
         raise ValueError(f"snapshot holds {sorted(set(state) ^ set(mine))[:3]} ... not in this model")
     with torch.no_grad():
@@ -88,12 +91,15 @@ class Snapshots:
         """``(step, resume state, rows)`` with ``model`` holding the snapshot's weights, or None."""
         if not (self.tensors.exists() and self.meta.exists()):
             return None
+        backup = {k: v.detach().clone() for k, v in training_state(model).items()}
         try:
             from .train import unflatten_optimizer_state
 
             m = json.loads(self.meta.read_text())
             if m["members"] != model.members:
                 raise ValueError(f"{m['members']} members, not {model.members}")
+            if not all(isinstance(r, dict) and int(r["step"]) >= 0 for r in m["rows"]) or int(m["step"]) < 0:
+                raise ValueError("rows or step out of place")
             tensors = load_tensors(self.tensors)
             captured = {int(s): [{k.split(".", 3)[3]: v for k, v in tensors.items() if k.startswith(f"cap.{s}.{i}.")}
                                  for i in range(m["members"])] for s in m["captured"]}
@@ -104,6 +110,10 @@ class Snapshots:
             load_training_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("state.")})
             return step, state, rows
         except Exception as exc:  # noqa: BLE001 - any unreadable snapshot: redo the work from its start
+            try:  # a load that failed half way leaves the weights the model started with
+                load_training_state(model, backup)
+            except Exception:  # noqa: BLE001 - nothing was loaded: the backup is the model's own state
+                pass
             warnings.warn(f"{self.meta.name}: discarding an unreadable snapshot ({type(exc).__name__}: "
                           f"{str(exc)[:200]}); redoing this part from its start")
             return None

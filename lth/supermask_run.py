@@ -168,10 +168,10 @@ class SupermaskRun:
     # --- state -----------------------------------------------------------------------------------
 
     def trials_done(self) -> list[int]:
-        import json
+        from .run import STATE_TODO, int_list
 
-        p = self.run.path / "state.json"
-        return json.loads(p.read_text()).get("trials_done", []) if p.exists() else []
+        done = int_list(self.run.state(), "trials_done", self.run.path / "state.json", STATE_TODO)
+        return [t for t in done if self.checkpoint_path(t).is_file()]  # a deleted checkpoint: redo that trial
 
     def _mark_done(self, trials: list[int]) -> None:
         from .io import atomic_write_json
@@ -230,8 +230,14 @@ class SupermaskRun:
             start, resume, saved = found
             rows.extend(r for r in saved if int(r["step"]) != start)  # step `start` is evaluated again
             bar.update(start)
-        train_supermask(sm, self.task, cfg, [self.seeds[t] for t in trials], on_eval=on_eval, progress=bar,
-                        ctx=self.ctx, start=start, resume=resume, snapshot=snaps.callback(sm, rows))
+        from .errors import NonFiniteLoss
+
+        try:
+            train_supermask(sm, self.task, cfg, [self.seeds[t] for t in trials], on_eval=on_eval, progress=bar,
+                            ctx=self.ctx, start=start, resume=resume, snapshot=snaps.callback(sm, rows))
+        except NonFiniteLoss as e:  # the trial is not marked done
+            who = "" if e.member is None else f"trial {trials[e.member]}, "
+            raise NonFiniteLoss(f"supermask {cfg.rule}, {who}{e}", e.step, e.member) from None
         if self.ctx.main:
             self._save_group(sm, trials, rows)
             snaps.drop()
@@ -270,7 +276,11 @@ class SupermaskRun:
 
 def run(cfg, out, *, progress: bool = True):
     """Run (or resume) a supermask experiment into ``out``; returns its :class:`lth.run.RunDir`."""
-    return SupermaskRun(cfg, out, progress=progress).run_trials()
+    sm = SupermaskRun(cfg, out, progress=progress)
+    try:
+        return sm.run_trials()
+    finally:
+        sm.run.unlock()
 
 
 def load_checkpoint(path) -> dict[str, dict[str, torch.Tensor]]:

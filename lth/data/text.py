@@ -284,8 +284,9 @@ def encode_corpus(
     text = load_text(text_path)
     train, val = split_text(text, val_fraction)
     table = tok.token_bytes()
-    out, counts = Path(out_dir), {}
-    out.mkdir(parents=True, exist_ok=True)
+    from ..io import make_dir
+
+    out, counts = make_dir(out_dir), {}  # one line when it cannot be made or written
     for name, part in (("train", train), ("val", val)):
         ids, nbytes = _encode_exactly(tok, table, part, name)
         write_shard(out / f"{name}.bin", ids)

@@ -6,12 +6,17 @@ import torch
 import torch.nn.functional as F
 
 from ..data import ImageData
+from ..errors import DataError
 
 
 class ImageClassification:
     metrics = ("loss", "acc")
 
     def __init__(self, data: ImageData):
+        for split in ("train", "val", "test"):  # an empty split would train on nothing or report NaN
+            if len(getattr(data, split)) == 0:
+                raise DataError(f"{data.name}: the {split} split has 0 images; check the data files "
+                                f"(and val_size)")
         self.data = data
         self.train_size = len(data.train)
         self.shape = tuple(data.shape)

@@ -15,10 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth import lottery
 from lth.cli import main
 from lth.errors import NonFiniteLoss, RunDirError
-from lth.presets import Config
 
 TINY = ["--iterations", "20", "--eval-every", "10", "--no-progress"]
 
@@ -276,3 +274,23 @@ def test_run_dir_errors_are_lth_errors():
     from lth.errors import LthError
 
     assert issubclass(RunDirError, LthError) and issubclass(NonFiniteLoss, LthError)
+
+
+def test_supermask_corrupt_checkpoint_names_the_trial_and_a_deleted_one_is_trained_again(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["supermask", "mnist_supermask_ste", "--out", str(out), "--iterations", "12", "--eval-every", "6",
+            "--trials", "2", "--no-progress"]
+    assert main(argv) == 0
+    ckpt = out / "supermask_trial1.safetensors"
+    good = ckpt.read_bytes()
+    ckpt.write_bytes(good[:64])
+    refused(capsys, ["pack", str(out), "--trial", "1", "-o", str(tmp_path / "t.lth")],
+            contains=["supermask_trial1.safetensors", "delete it to redo trial 1 only"])
+    ckpt.unlink()
+    assert main(argv) == 0
+    from lth.io import load_tensors
+
+    a = load_tensors(ckpt)
+    ckpt.write_bytes(good)
+    b = load_tensors(ckpt)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -70,9 +70,23 @@ def docs_section(res: dict) -> str:
         + ("The machine was shared with other jobs during this run, so every row is slowed by them; "
            if res["load_before"][0] >= 0.5 else "")
         + "before the change, two at once took 92 s against 13 s alone (spinning OpenMP threads; issue 10).",
+        "",
         f"Two at once within 1.5x of one alone: **{'yes' if res['two_within_1_5x'] else 'no'}** "
         f"({res['rows'][1]['wall_vs_alone']:.2f}x).", "",
-    ])
+        *active_note(), ])
+
+
+def active_note() -> list[str]:
+    """The spinning default for comparison (`--policy ACTIVE --counts 1,2`), if it was measured."""
+    p = ROOT / "bench" / "results" / "concurrent_runs_active.json"
+    if not p.exists():
+        return []
+    a = json.loads(p.read_text())
+    r = {x["runs"]: x for x in a["rows"]}
+    return [f"For comparison, `--policy ACTIVE --counts 1,2` (the spinning OpenMP default, {a['date']}, load "
+            f"average before {a['load_before']}): one alone {r[1]['wall_s']:.1f} s, two at once "
+            f"{r[2]['wall_s']:.1f} s ({r[2]['wall_vs_alone']:.2f}x). Under other jobs' load a spinning run is "
+            "slowed even alone.", ""]
 
 
 def write_docs(section: str) -> None:
@@ -91,8 +105,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="5 iterations per run, nothing written under bench/ or docs/")
     ap.add_argument("--counts", default="1,2,4", help="runs at once to measure (the first must be 1)")
+    ap.add_argument("--docs-only", action="store_true",
+                    help="rewrite the docs section from bench/results/concurrent_runs.json, measure nothing")
     ap.add_argument("--policy", default=None, help="set OMP_WAIT_POLICY for every run (default: lth's choice)")
     args = ap.parse_args(argv)
+    if args.docs_only:
+        res = json.loads((ROOT / "bench" / "results" / "concurrent_runs.json").read_text())
+        write_docs(docs_section(res))
+        return 0
     counts = [int(c) for c in args.counts.split(",")]
     assert counts[0] == 1, "the first count is the run alone"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}

@@ -211,10 +211,17 @@ def format_budget(info: dict) -> str:
             f"({info['budget_left_bytes']:+,} left)")
 
 
+def check_device(name: str) -> None:
+    from .presets import check_device as check
+
+    check(name, allow_auto=False)
+
+
 def cmd_eval(args) -> int:
     from . import pack
     from . import ticket as T
 
+    check_device(args.device)
     t = T.load(args.ticket)
     metrics = pack.evaluate(t, data_dir=args.data_dir, device=args.device)
     print(format_eval(metrics, t.meta.get("results") or {}))
@@ -249,6 +256,7 @@ def cmd_generate(args) -> int:
     from . import ticket as T
     from .sample import generate, tokenizer_for
 
+    check_device(args.device)
     t = T.load(args.ticket)
     from . import models
 
@@ -384,6 +392,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from . import threads
+
+    threads.choose()  # before anything imports torch: it reads OMP_* once, at its first import
     args = parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -96,6 +96,8 @@ def resolve(cfg: Config, train_size: int) -> Config:
 
     if cfg.epochs is not None:
         cfg = dataclasses.replace(cfg, iterations=max(1, round(cfg.epochs * (train_size // cfg.batch_size))))
+    if cfg.batch_size > train_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training split ({train_size} examples)")
     if cfg.rewind_step >= cfg.iterations:
         raise ConfigError(f"rewind_step {cfg.rewind_step} must be below iterations {cfg.iterations}")
     return cfg
@@ -111,13 +113,15 @@ class Lottery:
         self.ctx = D.setup(self.device)
         self.task = load_task(cfg, self.device)
         self.cfg = resolve(cfg, self.task.train_size)
-        self.run = RunDir(out, writer=self.ctx.main)
-        self.run.open(self.cfg.to_dict(), self.device)
-        self.progress = progress and self.ctx.main
+        # everything that can refuse the config (model args, layer names, the weight source) before the
+        # run directory is created or changed: a refused command leaves it as it was
         self.template = build_template(self.cfg, self.task)
         self.names = prunable(self.cfg, self.template)
         self.pruning = LevelPruning(self.cfg, self.template, self.names)
         self.source, self.source_arg = sources.of(self.cfg)
+        self.run = RunDir(out, writer=self.ctx.main)
+        self.run.open(self.cfg.to_dict(), self.device)
+        self.progress = progress and self.ctx.main
         if self.ctx.main:  # what the task measures and early-stops on, for `lth report`
             metric_spec.write(self.run.path, tasks.entry(self.cfg).metrics)
         self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]

@@ -7,6 +7,7 @@ from the data, such as iterations from epochs) is what a run records in ``config
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,6 +281,66 @@ def override(cfg: Config, values: dict) -> Config:
     return dataclasses.replace(cfg, **values)
 
 
+def check_device(name, *, allow_auto: bool = True) -> None:
+    """``name`` is a device this machine has: auto (if allowed), cpu, or cuda[:N] with CUDA present."""
+    ok = isinstance(name, str) and (name == "cpu" or (allow_auto and name == "auto") or name == "cuda"
+                                    or (name.startswith("cuda:") and name[5:].isdigit()))
+    if not ok:
+        raise ConfigError(f"device must be {'auto, ' if allow_auto else ''}cpu or cuda[:N], got {name!r}")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name} requested but CUDA is not available on this machine")
+        index = int(name[5:] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name} requested but this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s)")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_types(cfg: Config) -> None:
+    """Each field holds its declared type (a recorded config.json or --set can hold anything), and
+    every number is finite: inf and nan mean nothing for any field (``None`` is "no limit")."""
+    for f in dataclasses.fields(Config):
+        v, t = getattr(cfg, f.name), str(f.type)
+        if v is None:
+            if "None" not in t:
+                raise ConfigError(f"{f.name} must be given, got None")
+            continue
+        if t.startswith("bool"):
+            ok = isinstance(v, bool)
+        elif t.startswith("int"):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif t.startswith("float"):
+            ok = _is_number(v)
+        elif t.startswith("str"):
+            ok = isinstance(v, str)
+        elif t.startswith("list"):
+            ok = isinstance(v, list)
+        elif t.startswith("dict"):
+            ok = isinstance(v, dict) and all(isinstance(k, str) for k in v)
+        else:  # pragma: no cover - a new field type
+            ok = True
+        if not ok:
+            raise ConfigError(f"{f.name} must be {t.split(' |')[0]}, got {v!r}")
+        values = v.values() if isinstance(v, dict) else v if isinstance(v, list) else [v]
+        for x in values:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{f.name} must be finite, got {v!r}")
+    for name in ("layer_rates", "group_rates"):
+        for k, x in (getattr(cfg, name) or {}).items():
+            if not _is_number(x):
+                raise ConfigError(f"{name}: the rate for {k} must be a number, got {x!r}")
+    for name in ("controls",):
+        bad = [x for x in getattr(cfg, name) if not isinstance(x, str)]
+        if bad:
+            raise ConfigError(f"{name} must be names, got {bad[0]!r}")
+
+
 def validate(cfg: Config) -> Config:
     """Fail fast, in one line, on any value that would break a run later."""
 
@@ -287,7 +348,10 @@ def validate(cfg: Config) -> Config:
         if not ok:
             raise ConfigError(msg)
 
+    _check_types(cfg)
     need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(cfg.seed + cfg.trials <= 2**63, f"seed + trials must be below 2**63, got {cfg.seed} + {cfg.trials}")
     need(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     need(cfg.iterations >= 1, f"iterations must be >= 1, got {cfg.iterations}")
     need(cfg.epochs is None or cfg.epochs > 0, f"epochs must be > 0, got {cfg.epochs}")
@@ -326,14 +390,7 @@ def validate(cfg: Config) -> Config:
          f"milestones must be positive step counts, got {cfg.milestones}")
     need(cfg.seq_len is None or cfg.seq_len >= 1, f"seq_len must be >= 1, got {cfg.seq_len}")
     need(cfg.eval_tokens is None or cfg.eval_tokens >= 1, f"eval_tokens must be >= 1, got {cfg.eval_tokens}")
-    need(
-        cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
-        f"device must be auto, cpu or cuda[:N], got {cfg.device!r}",
-    )
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        need(torch.cuda.is_available(), f"device {cfg.device} requested but CUDA is not available")
+    check_device(cfg.device)
     if cfg.data_dir is not None:
         need(Path(cfg.data_dir).is_dir(), f"data_dir {cfg.data_dir} is not a directory")
     task.check(cfg)
@@ -344,6 +401,7 @@ def validate(cfg: Config) -> Config:
     from .init import SCHEMES
 
     need(cfg.model in models.MODELS, f"unknown model {cfg.model!r}; choose from {sorted(models.MODELS)}")
+    models.check_args(cfg.model, cfg.model_args)
     takes = models.MODELS.get(cfg.model).inputs
     need(takes == task.inputs, f"model {cfg.model} does not fit dataset {cfg.dataset} ({cfg.model} takes "
          f"{takes} inputs, {cfg.dataset} gives {task.inputs})")

@@ -56,7 +56,7 @@ def environment(device: str = "cpu") -> dict:
     import numpy
     import torch
 
-    from . import __version__
+    from . import __version__, threads
 
     env = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -70,6 +70,7 @@ def environment(device: str = "cpu") -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "threading": threads.record(),  # OMP wait policy and thread count: lth's choice, the user's
         "device": device,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
     }

@@ -154,6 +154,9 @@ class SupermaskRun:
         self.ctx = D.setup(self.device)  # under torchrun: data-parallel, rank 0 alone writes
         self.task = load_task(cfg, self.device)
         self.cfg = resolve(cfg, self.task.train_size)
+        # what can refuse the config (model args, the prunable tensors) before the run directory is touched
+        self.template = build_template(self.cfg, self.task)
+        self.names = prunable(self.cfg, self.template)
         self.run = RunDir(out, writer=self.ctx.main)
         self.run.open(self.cfg.to_dict(), self.device)
         if self.ctx.main:  # what the task's metrics are, for lth report
@@ -161,8 +164,6 @@ class SupermaskRun:
 
             metrics.write(self.run.path, tasks.entry(self.cfg).metrics)
         self.progress = progress and self.ctx.main
-        self.template = build_template(self.cfg, self.task)
-        self.names = prunable(self.cfg, self.template)
         self.seeds = [self.cfg.seed + t for t in range(self.cfg.trials)]
 
     # --- state -----------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ class ModelEntry:
     make: Callable[..., nn.Module]
     inputs: str = "image"
     context: int | None = None
+    # check(model_args): raises ConfigError (one line) on an unknown name or a bad value, before anything
+    # is built or written; None: the constructor's keyword parameters (inspect.signature) name what it takes
+    check: Callable[[dict], None] | None = None
 
     def __call__(self, shape, num_classes: int, **kwargs) -> nn.Module:
         return self.make(shape, num_classes, **kwargs)
@@ -50,11 +53,42 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
+def _check_lenet(args: dict) -> None:
+    unknown = sorted(set(args) - {"hidden"})
+    if unknown:
+        raise ConfigError(f"model_args {unknown} unknown to lenet_300_100 (it takes: hidden, a list of layer widths)")
+    hidden = args.get("hidden", [300, 100])
+    if (not isinstance(hidden, (list, tuple)) or not hidden
+            or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
+        raise ConfigError(f"model_args hidden must be a non-empty list of positive layer widths, got {hidden!r}")
+
+
 def _lenet(shape, num_classes, **kw):
     from .lenet import LeNet
 
+    _check_lenet(kw)
     c, h, w = shape
     return LeNet(c * h * w, tuple(kw.get("hidden", (300, 100))), num_classes)
+
+
+def _check_gpt(args: dict) -> None:
+    from dataclasses import fields
+
+    from .gpt import GPTConfig
+
+    types = {f.name: str(f.type) for f in fields(GPTConfig)}
+    unknown = sorted(set(args) - set(types))
+    if unknown:
+        raise ConfigError(f"model_args {unknown} unknown to GPT (it takes: {', '.join(types)})")
+    for k, v in args.items():
+        t = types[k]
+        if v is None and "None" in t:
+            continue
+        ok = (isinstance(v, bool) if t.startswith("bool") else
+              isinstance(v, int) and not isinstance(v, bool) if t.startswith("int") else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if t.startswith("float") else True)
+        if not ok:
+            raise ConfigError(f"model_args {k} must be {t.split(' |')[0]}, got {v!r}")
 
 
 def _gpt(size):
@@ -66,15 +100,31 @@ def _gpt(size):
     return make
 
 
-MODELS.register("lenet_300_100")(ModelEntry("lenet_300_100", _lenet, "image"))
+MODELS.register("lenet_300_100")(ModelEntry("lenet_300_100", _lenet, "image", check=_check_lenet))
 # gpt_cpu: trains on two CPU cores in minutes; gpt_golf: the parameter-golf baseline shape (lth.models.gpt).
 # Their contexts are lth.models.gpt.SIZES[...]["seq_len"] (asserted in tests/test_registries.py).
-MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=256))
-MODELS.register("gpt_golf")(ModelEntry("gpt_golf", _gpt("golf"), "tokens", context=1024))
+MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=256, check=_check_gpt))
+MODELS.register("gpt_golf")(ModelEntry("gpt_golf", _gpt("golf"), "tokens", context=1024, check=_check_gpt))
 
 
 def entry(name: str) -> ModelEntry:
     return MODELS.get(name)
+
+
+def check_args(name: str, args: dict) -> None:
+    """One-line ConfigError if model ``name`` does not take ``args`` (unknown names, wrong types): the
+    entry's ``check``, else the keyword parameters of its constructor's signature."""
+    import inspect
+
+    e = MODELS.get(name)
+    if e.check is not None:
+        return e.check(dict(args))
+    params = list(inspect.signature(e.make).parameters.values())[2:]  # after shape, num_classes
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return  # takes anything: it checks its own arguments when built
+    unknown = sorted(set(args) - {p.name for p in params})
+    if unknown:
+        raise ConfigError(f"model_args {unknown} unknown to {name} (it takes: {', '.join(p.name for p in params)})")
 
 
 def build(name: str, shape, num_classes: int, **kwargs) -> nn.Module:

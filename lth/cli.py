@@ -85,7 +85,7 @@ def _run(args, dense_only: bool) -> int:
     if getattr(args, "ticket", None):
         from . import ticket as T
 
-        ticket = T.load(args.ticket)
+        ticket = T.load(args.ticket, max_params=args.max_params)
     base = None
     if args.preset is None:
         if ticket is None or "config" not in ticket.meta:
@@ -151,7 +151,7 @@ def format_inspect(info: dict) -> str:
         f"gap {100 * info['gap_to_bound']:+.3f}%)",
         f"  floats         {info['float_bytes']:>10,}  (weights: {info['weights']})",
         f"  checksum       {info['checksum_bytes']:>10,}",
-        f"weights sha256   {info['weights_sha256']}",
+        f"weights sha256   {info['weights_sha256'] or 'not computed: ' + str(info.get('build_error'))}",
         "",
     ]
     w = max([24] + [len(e["name"]) + 2 for e in info["masks"] + info.get("floats", [])])  # the name column
@@ -175,7 +175,7 @@ def cmd_inspect(args) -> int:
     path = Path(args.ticket)
     if not path.exists():
         raise LthError(f"{path}: no such ticket file")
-    info = T.inspect(path.read_bytes(), source=str(path))
+    info = T.inspect(T.read_file(path), source=str(path), max_params=args.max_params)
     info.update(budget(info["total_bytes"], args.code, args.code_bytes, args.budget))
     print(json.dumps(info, indent=2) if args.json else format_inspect(info) + "\n" + format_budget(info))
     return 0
@@ -222,7 +222,7 @@ def cmd_eval(args) -> int:
     from . import ticket as T
 
     check_device(args.device)
-    t = T.load(args.ticket)
+    t = T.load(args.ticket, max_params=args.max_params)
     metrics = pack.evaluate(t, data_dir=args.data_dir, device=args.device)
     print(format_eval(metrics, t.meta.get("results") or {}))
     return 0
@@ -257,7 +257,7 @@ def cmd_generate(args) -> int:
     from .sample import generate, tokenizer_for
 
     check_device(args.device)
-    t = T.load(args.ticket)
+    t = T.load(args.ticket, max_params=args.max_params)
     from . import models
 
     if models.entry(t.arch["model"]).inputs != "tokens":
@@ -297,6 +297,22 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def add_max_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-params", type=_positive_int, default=None, metavar="N",
+                   help="refuse a ticket whose architecture has more parameters, checked before anything is "
+                   "allocated (default 50,000,000: lth.ticket.MAX_PARAMS)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lth", description="Lottery tickets: find, train, compress, ship.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -313,6 +329,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
         if name == "train":
             p.add_argument("--ticket", help="retrain the subnetwork of this ticket file (its masks, seed, data order)")
+            add_max_params(p)
         add_config_flags(p)
         p.set_defaults(fn=fn)
 
@@ -345,12 +362,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--code", action="append", default=None, metavar="FILE",
                    help="a file counted as code (repeatable; default: the lth package's .py files)")
     p.add_argument("--code-bytes", type=int, default=None, help="count this many code bytes instead")
+    add_max_params(p)
     p.set_defaults(fn=cmd_inspect)
 
     p = sub.add_parser("eval", help="regenerate a ticket's network and evaluate it")
     p.add_argument("ticket")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="cpu")
+    add_max_params(p)
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("export", help="dense safetensors (and torch.nn.utils.prune form) from a ticket")
@@ -368,6 +387,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokenizer", default=None, help="'bytes' or a .model (default: the run's)")
     p.add_argument("--device", default="cpu")
+    add_max_params(p)
     p.set_defaults(fn=cmd_generate)
 
     p = sub.add_parser("data", help="dataset utilities")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints, models, sources
+from . import __version__, checkpoints, models, sources
 from . import ticket as T
 from .errors import LthError
 from .init import init_from_seed
@@ -133,7 +133,7 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
     weights = final if trained else reset
     meta = {"source": str(run_dir), "level": level, "experiment": experiment, "trial": trial,
             "dataset": cfg.get("dataset", "mnist"), "kind": "lottery", "trained": trained,
-            "rewind_step": cfg.get("rewind_step", 0), "config": cfg, **_tokenizer_meta(cfg),
+            "rewind_step": cfg.get("rewind_step", 0), "config": cfg, **_tokenizer_meta(cfg), "lth_version": __version__,
             "weights_source": source.describe(run_cfg, arg)}
     meta["results"] = _results_for(run_dir, experiment, trial, level)  # trained: what `lth eval` reproduces
     if not trained and regenerates is not None:
@@ -208,7 +208,8 @@ def from_supermask_run(run_dir, *, trial: int = 0) -> T.Ticket:
     meta = {"source": str(run_dir), "kind": "supermask", "rule": cfg["rule"], "density": cfg["density"],
             "trial": trial, "dataset": cfg.get("dataset", "mnist"), "level": 0,
             "results": _results_for(run_dir, cfg["rule"], trial, 0),
-            "trained_floats": S.trained_floats(model, list(masks)), "config": cfg, **_tokenizer_meta(cfg)}
+            "trained_floats": S.trained_floats(model, list(masks)), "config": cfg, **_tokenizer_meta(cfg),
+            "lth_version": __version__}
     return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="seed", meta=meta)
 
 

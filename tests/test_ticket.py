@@ -111,7 +111,7 @@ def test_round_trip_is_exact(contents, seed, weights):
     masks, floats = contents
     t = Ticket(arch={"model": "anything", "kwargs": {"h": [3, 4]}}, seed=seed, init="golf", masks=masks,
                floats=floats, weights=weights, meta={"task": "x", "acc": 0.5, "note": "ünïcode"})
-    assert_same_ticket(t, T.decode(T.encode(t)))
+    assert_same_ticket(t, T.decode(T.encode(t), strict=False))  # the container alone: any arch
 
 
 def _structured(kind: str) -> torch.Tensor:
@@ -157,7 +157,7 @@ def test_encoding_is_deterministic_and_golden():
     t = Ticket(arch={"model": "m"}, seed=1, init="glorot_normal", masks=masks, meta={"k": 1})
     data = T.encode(t)
     assert data == T.encode(t)
-    assert T.inspect(data)["masks"][0]["coding"] == "range"
+    assert T.inspect(data, strict=False)["masks"][0]["coding"] == "range"
     # The content is pinned as the version-1 file it makes (header JSON stored as is): the compressed
     # bytes of version 2 depend on the zlib build, what they inflate to does not.
     (hlen,) = struct.unpack_from("<I", data, 6)
@@ -297,13 +297,15 @@ def test_header_edits_behind_a_valid_checksum_never_raise_raw_errors(data):
 @pytest.mark.parametrize("arch,match", [
     (T.make_arch("lenet_300_100", (1, 28, 28), 10, hidden=[200, 100]), "shape"),
     (T.make_arch("lenet_300_100", (1, 14, 14), 10), "shape"),
-    (T.make_arch("resnet_9000", (1, 28, 28), 10), "cannot build"),
+    (T.make_arch("resnet_9000", (1, 28, 28), 10), "not a registered model|cannot build"),
     ({"model": "lenet_300_100"}, "input_shape"),
 ])
 def test_mismatched_architecture_is_refused(arch, match):
-    t = T.decode(T.encode(Ticket(arch=arch, seed=0, init="glorot_normal", masks=magnitude_masks(0.1))))
-    with pytest.raises(TicketError, match=match):
-        T.build_model(t)
+    data = T.encode(Ticket(arch=arch, seed=0, init="glorot_normal", masks=magnitude_masks(0.1)))
+    with pytest.raises(TicketError, match=match):  # by the reader, before any mask is decoded
+        T.decode(data)
+    with pytest.raises(TicketError, match=match):  # and by the rebuild of a ticket made in memory
+        T.build_model(T.decode(data, strict=False))
 
 
 def test_mask_for_unknown_parameter_is_refused():

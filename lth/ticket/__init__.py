@@ -33,7 +33,9 @@ The file length must be exactly ``10 + H + M + F + 32``. The header holds:
 * ``masks``: a list of ``{"name", "shape", "coding", "nbytes", "count"}`` (``count`` = kept entries);
 * ``floats``: a list of ``{"name", "shape", "dtype", "nbytes"}``, dtype one of float32 / float16 /
   bfloat16; the payload is the row-major values, little-endian, bfloat16 as its 2-byte pattern;
-* ``meta``: a free JSON object (task, metrics, source run, level, ...).
+* ``meta``: a JSON object (task, metrics, source run, level, ...), free except for what lth reads
+  from it (``config``, ``dataset``, ``tokenizer_sha256``, ``results``, ``lth_version``), whose schema
+  :mod:`lth.ticket.schema` gives.
 
 In a ``"stored"`` ticket a float entry named like a masked parameter (``fc1.weight``) holds only the
 surviving values, in row-major mask order (``count`` values); one named like an unmasked parameter
@@ -54,13 +56,16 @@ Each mask payload is one of six codings (``none``, ``all``, ``raw``, ``range``, 
 The package is three layers, each importing only the ones below it:
 
 * :mod:`lth.ticket.coding`: one bool mask <-> ``(coding, payload)``, and the entropy bound;
+* :mod:`lth.ticket.schema`: what the header's ``arch`` and ``meta`` may hold and ask for (checked by
+  :func:`decode` before any payload is decoded: registered names, types, masks that fit the
+  architecture, an architecture of at most ``MAX_PARAMS`` parameters);
 * :mod:`lth.ticket.container`: :class:`Ticket` <-> file bytes (:func:`encode`, :func:`decode`,
   :func:`save`, :func:`load`): the layout above, and what reading verifies and refuses;
 * :mod:`lth.ticket.rebuild`: :class:`Ticket` -> network (:func:`build_model`, :func:`weights_sha256`),
   and :func:`inspect`.
 
 Everything is importable from here, as it was from the single module this package replaced. The limits
-``MAX_ELEMENTS`` and ``MAX_HEADER_BYTES`` (and the decoder's ``_DECODE_CHUNK``) are read and set here,
+``MAX_ELEMENTS``, ``MAX_HEADER_BYTES``, ``MAX_FILE_BYTES``, ``MAX_PARAMS`` and ``MAX_ENTRIES`` (and the decoder's ``_DECODE_CHUNK``) are read and set here,
 ``lth.ticket.MAX_ELEMENTS = ...``: the assignment reaches the layer that uses it.
 """
 
@@ -69,15 +74,16 @@ from __future__ import annotations
 import sys
 import types
 
-from . import coding, container, rebuild
+from . import coding, container, rebuild, schema
 from .coding import CODINGS, TicketError, decode_mask, encode_mask, entropy_bound_bits
 from .container import (
-    FLOAT_DTYPES, MAGIC, MIN_BYTES, READS, VERSION, WEIGHTS, Ticket, decode, encode, load, make_arch, save,
+    FLOAT_DTYPES, MAGIC, MIN_BYTES, READS, VERSION, WEIGHTS, Ticket, decode, encode, load, make_arch, read_file, save,
 )
 from .rebuild import build_model, inspect, surviving_floats, weights_sha256
 
 __all__ = [
-    "CODINGS", "FLOAT_DTYPES", "MAGIC", "MAX_ELEMENTS", "MAX_HEADER_BYTES", "MIN_BYTES", "READS", "VERSION",
+    "CODINGS", "FLOAT_DTYPES", "MAGIC", "MAX_ELEMENTS", "MAX_ENTRIES", "MAX_FILE_BYTES", "MAX_HEADER_BYTES",
+    "MAX_PARAMS", "MIN_BYTES", "READS", "VERSION", "read_file",
     "WEIGHTS", "Ticket", "TicketError", "build_model", "decode", "decode_mask", "encode", "encode_mask",
     "entropy_bound_bits", "inspect", "load", "make_arch", "save", "surviving_floats", "weights_sha256",
 ]
@@ -93,6 +99,9 @@ def _setting(layer: types.ModuleType, name: str) -> property:
 class _Package(types.ModuleType):
     MAX_ELEMENTS = _setting(container, "MAX_ELEMENTS")
     MAX_HEADER_BYTES = _setting(container, "MAX_HEADER_BYTES")
+    MAX_FILE_BYTES = _setting(container, "MAX_FILE_BYTES")
+    MAX_PARAMS = _setting(schema, "MAX_PARAMS")
+    MAX_ENTRIES = _setting(schema, "MAX_ENTRIES")
     _DECODE_CHUNK = _setting(coding, "_DECODE_CHUNK")
 
 

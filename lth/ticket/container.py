@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import schema
 from .coding import CODINGS, TicketError, decode_mask, encode_mask
 
 MAGIC = b"LTHT"
@@ -42,7 +45,9 @@ VERSION = 2
 READS = (1, 2)  # version 1: the same file with the header JSON uncompressed
 # The largest header JSON inflated from a version-2 file: a zlib stream expands up to ~1000x, so a crafted
 # few-kB header must not be able to ask for gigabytes.
-MAX_HEADER_BYTES = 64 << 20
+MAX_HEADER_BYTES = 4 << 20  # a language model's header is ~7 kB, MAX_ENTRIES entries ~1.5 MB
+# The largest file read (a regular file only: a directory, a device or a FIFO is refused before opening).
+MAX_FILE_BYTES = 1 << 30
 _PREAMBLE = struct.Struct("<4sHI")  # magic, version, header length
 _DIGEST_BYTES = 32
 MIN_BYTES = _PREAMBLE.size + _DIGEST_BYTES
@@ -328,17 +333,21 @@ def _decode_floats(entries: list[dict], data: bytes, pos: int) -> dict:
     return floats
 
 
-def _decode(data: bytes) -> tuple[Ticket, dict]:
+def _decode(data: bytes, strict: bool = True, max_params: int | None = None) -> tuple[Ticket, dict]:
+    """``strict``: the header's schema (:mod:`lth.ticket.schema`) too, before any payload is decoded."""
     data = bytes(data)
     hlen = _check_envelope(data)
     header = _parse_header(data, hlen)
     fields = _ticket_fields(header)
+    schema.check_counts(header)
     mask_entries, float_entries = _entries(header, "masks"), _entries(header, "floats")
     payload = sum(e["nbytes"] for e in mask_entries + float_entries)
     expected = _PREAMBLE.size + hlen + payload + _DIGEST_BYTES
     if expected != len(data):
         raise TicketError(f"header/payload size mismatch: header declares {expected} bytes, file has {len(data)}")
     _check_total(mask_entries, float_entries)
+    if strict:
+        schema.check_header(fields["arch"], fields["meta"], mask_entries, max_params)
     masks, pos = _decode_masks(mask_entries, data, _PREAMBLE.size + hlen)
     floats = _decode_floats(float_entries, data, pos)
     if fields["weights"] == "stored":
@@ -358,9 +367,11 @@ def _wrap(source: str, fn, *args):
         raise TicketError(_one_line(f"{source}: malformed ticket ({type(e).__name__}: {e})")) from None
 
 
-def decode(data: bytes, *, source: str = "ticket") -> Ticket:
-    """Parse and verify a ticket file (magic, version, checksum, every size and count)."""
-    return _wrap(source, _decode, data)[0]
+def decode(data: bytes, *, source: str = "ticket", strict: bool = True, max_params: int | None = None) -> Ticket:
+    """Parse and verify a ticket file (magic, version, checksum, every size and count) and, ``strict``,
+    its header's schema (:mod:`lth.ticket.schema`: architecture of at most ``max_params`` parameters,
+    default ``lth.ticket.MAX_PARAMS``). ``strict=False`` checks the container alone (format tests)."""
+    return _wrap(source, _decode, data, strict, max_params)[0]
 
 
 def save(t: Ticket, path) -> int:
@@ -372,14 +383,44 @@ def save(t: Ticket, path) -> int:
     return len(data)
 
 
-def _read(path) -> bytes:
+def _kind(mode: int) -> str:
+    return ("a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "not a regular file")
+
+
+def _read_regular(path) -> bytes:
+    mode = os.stat(path).st_mode  # stat does not open: a FIFO cannot block here
+    if not stat.S_ISREG(mode):
+        raise TicketError(f"{_kind(mode)}, not a ticket file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):  # replaced between stat and open
+            raise TicketError(f"{_kind(st.st_mode)}, not a ticket file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise TicketError(f"{st.st_size:,} bytes is over lth.ticket.MAX_FILE_BYTES={MAX_FILE_BYTES:,}")
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise TicketError(f"grew past lth.ticket.MAX_FILE_BYTES={MAX_FILE_BYTES:,} while read")
+    return data
+
+
+def read_file(path) -> bytes:
+    """A ticket file's bytes: a regular file only, at most ``MAX_FILE_BYTES`` (a directory, a device such
+    as /dev/zero or a named pipe is refused without reading from it)."""
     try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise TicketError(_one_line(f"{path}: cannot read ticket: {e.strerror or e}")) from None
+        return _read_regular(path)
+    except TicketError as e:
+        raise TicketError(_one_line(f"{path}: {e}")) from None
+    except (OSError, ValueError) as e:
+        raise TicketError(_one_line(f"{path}: cannot read ticket: {getattr(e, 'strerror', None) or e}")) from None
 
 
-def load(path) -> Ticket:
-    """Read and verify a ticket file."""
-    return decode(_read(path), source=str(path))
+_read = read_file
+
+
+def load(path, *, max_params: int | None = None) -> Ticket:
+    """Read and verify a ticket file, its header's schema included (see :func:`decode`)."""
+    return decode(read_file(path), source=str(path), max_params=max_params)
 

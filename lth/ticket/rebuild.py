@@ -189,10 +189,10 @@ def surviving_floats(model: torch.nn.Module, masks: dict, dtype: torch.dtype = t
 
 # ---------------------------------------------------------------------------------------------------
 # Reports.
-def inspect(data: bytes, *, source: str = "ticket") -> dict:
+def inspect(data: bytes, *, source: str = "ticket", strict: bool = True, max_params: int | None = None) -> dict:
     """Sizes, codings and the gap to the entropy bound of a ticket file (verified as by
-    :func:`lth.ticket.decode`)."""
-    ticket, header = _wrap(source, _decode, data)
+    :func:`lth.ticket.decode`, with the same ``strict`` and ``max_params``)."""
+    ticket, header = _wrap(source, _decode, data, strict, max_params)
     hlen = _PREAMBLE.unpack_from(data, 0)[2]
     tensors = []
     for e in header["masks"]:

@@ -51,6 +51,7 @@ from lth import __version__
 from lth import ticket as T
 from lth.init import init_from_seed
 from lth.models import build
+from lth.models import gpt as _gpt  # noqa: F401 - imported once here, as in any process, not in each child
 from lth.presets import Config
 
 torch.set_num_threads(1)  # forked children must not inherit a busy thread pool
@@ -392,6 +393,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="2 mutants of each kind, results to --out only")
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/fuzz_ticket.json)")
     ap.add_argument("--docs", action="store_true", help="write the table into docs/benchmarks.md")
+    ap.add_argument("--only", default=None, help="one mutation kind (a MUTATIONS name)")
     args = ap.parse_args()
     if args.smoke:
         args.n = 2 * len(MUTATIONS)
@@ -400,7 +402,7 @@ def main() -> None:
     files = seed_files()
     for name, data in files.items():
         assert run_one(data)[0] == "loads", name
-    kinds = list(MUTATIONS)
+    kinds = [args.only] if args.only else list(MUTATIONS)
     counts: dict[str, Counter] = defaultdict(Counter)
     worst: dict[str, list] = defaultdict(lambda: [0.0, 0])
     messages: Counter = Counter()

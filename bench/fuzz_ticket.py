@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -51,9 +52,9 @@ from lth import __version__
 from lth import ticket as T
 from lth.init import init_from_seed
 from lth.models import build
-from lth.models import gpt as _gpt  # noqa: F401 - imported once here, as in any process, not in each child
 from lth.presets import Config
 
+importlib.import_module("lth.models.gpt")  # imported once here, as in any lth process, not in each child
 torch.set_num_threads(1)  # forked children must not inherit a busy thread pool
 ARCH = T.make_arch("lenet_300_100", (1, 28, 28), 10)
 SHAPES = {"fc1.weight": (300, 784), "fc2.weight": (100, 300), "fc3.weight": (10, 100)}

@@ -33,3 +33,17 @@ def test_prune_at_init_bench_smoke_prints_every_method_and_its_shuffled_control(
     assert proc.returncode == 0, proc.stderr[-2000:]
     for method in ("imp", "snip", "grasp", "synflow", "random"):
         assert f"| {method} | its own |" in proc.stdout and f"| {method} | shuffled in each layer |" in proc.stdout
+
+
+def test_fuzz_ticket_smoke_counts_every_mutation_kind_and_finds_no_bad_load(tmp_path):
+    out = tmp_path / "fuzz.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "fuzz_ticket.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT / "bench")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    kinds = {r["mutation"] for r in res["rows"]}
+    assert {"field type swapped+sum", "unknown field+sum", "key removed+sum", "huge counts+sum",
+            "huge architecture+sum", "byte flip"} <= kinds
+    total = res["rows"][-1]
+    assert total["mutation"] == "TOTAL" and total["n"] == res["n"] > 0
+    assert total["other"] == total["slow"] == total["memory"] == 0 and res["bad"] == []

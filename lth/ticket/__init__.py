@@ -59,6 +59,7 @@ The package is three layers, each importing only the ones below it:
 * :mod:`lth.ticket.schema`: what the header's ``arch`` and ``meta`` may hold and ask for (checked by
   :func:`decode` before any payload is decoded: registered names, types, masks that fit the
   architecture, an architecture of at most ``MAX_PARAMS`` parameters);
+* :mod:`lth.ticket.files`: a path -> its bytes (regular files only, with a size cap);
 * :mod:`lth.ticket.container`: :class:`Ticket` <-> file bytes (:func:`encode`, :func:`decode`,
   :func:`save`, :func:`load`): the layout above, and what reading verifies and refuses;
 * :mod:`lth.ticket.rebuild`: :class:`Ticket` -> network (:func:`build_model`, :func:`weights_sha256`),
@@ -74,7 +75,7 @@ from __future__ import annotations
 import sys
 import types
 
-from . import coding, container, rebuild, schema
+from . import coding, container, files, rebuild, schema
 from .coding import CODINGS, TicketError, decode_mask, encode_mask, entropy_bound_bits
 from .container import (
     FLOAT_DTYPES, MAGIC, MIN_BYTES, READS, VERSION, WEIGHTS, Ticket, decode, encode, load, make_arch, read_file, save,
@@ -99,7 +100,7 @@ def _setting(layer: types.ModuleType, name: str) -> property:
 class _Package(types.ModuleType):
     MAX_ELEMENTS = _setting(container, "MAX_ELEMENTS")
     MAX_HEADER_BYTES = _setting(container, "MAX_HEADER_BYTES")
-    MAX_FILE_BYTES = _setting(container, "MAX_FILE_BYTES")
+    MAX_FILE_BYTES = _setting(files, "MAX_FILE_BYTES")
     MAX_PARAMS = _setting(schema, "MAX_PARAMS")
     MAX_ENTRIES = _setting(schema, "MAX_ENTRIES")
     _DECODE_CHUNK = _setting(coding, "_DECODE_CHUNK")

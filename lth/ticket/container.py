@@ -16,7 +16,8 @@ The byte layout and the header's fields are specified in :mod:`lth.ticket`; each
   and float entries in all, checked before anything is allocated. Every problem, a library's error on
   hostile input included, is a one-line :class:`TicketError` naming the source. Nothing is ever
   unpickled: the parser is struct, json and numpy.frombuffer.
-* :func:`save` writes atomically; :func:`load` reads and decodes a path.
+* :func:`save` writes atomically; :func:`load` reads a path (:func:`lth.ticket.files.read_file`: a
+  regular file only, at most ``MAX_FILE_BYTES``) and decodes it.
 
 Both limits are raised through the package (``lth.ticket.MAX_ELEMENTS = ...``), which forwards the
 assignment here.
@@ -27,17 +28,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import schema
+from .files import read_file
 from .coding import CODINGS, TicketError, decode_mask, encode_mask
 
 MAGIC = b"LTHT"
@@ -46,8 +45,6 @@ READS = (1, 2)  # version 1: the same file with the header JSON uncompressed
 # The largest header JSON inflated from a version-2 file: a zlib stream expands up to ~1000x, so a crafted
 # few-kB header must not be able to ask for gigabytes.
 MAX_HEADER_BYTES = 4 << 20  # a language model's header is ~7 kB, MAX_ENTRIES entries ~1.5 MB
-# The largest file read (a regular file only: a directory, a device or a FIFO is refused before opening).
-MAX_FILE_BYTES = 1 << 30
 _PREAMBLE = struct.Struct("<4sHI")  # magic, version, header length
 _DIGEST_BYTES = 32
 MIN_BYTES = _PREAMBLE.size + _DIGEST_BYTES
@@ -383,41 +380,6 @@ def save(t: Ticket, path) -> int:
     return len(data)
 
 
-def _kind(mode: int) -> str:
-    return ("a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode) else
-            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
-            "not a regular file")
-
-
-def _read_regular(path) -> bytes:
-    mode = os.stat(path).st_mode  # stat does not open: a FIFO cannot block here
-    if not stat.S_ISREG(mode):
-        raise TicketError(f"{_kind(mode)}, not a ticket file")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):  # replaced between stat and open
-            raise TicketError(f"{_kind(st.st_mode)}, not a ticket file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise TicketError(f"{st.st_size:,} bytes is over lth.ticket.MAX_FILE_BYTES={MAX_FILE_BYTES:,}")
-        data = f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise TicketError(f"grew past lth.ticket.MAX_FILE_BYTES={MAX_FILE_BYTES:,} while read")
-    return data
-
-
-def read_file(path) -> bytes:
-    """A ticket file's bytes: a regular file only, at most ``MAX_FILE_BYTES`` (a directory, a device such
-    as /dev/zero or a named pipe is refused without reading from it)."""
-    try:
-        return _read_regular(path)
-    except TicketError as e:
-        raise TicketError(_one_line(f"{path}: {e}")) from None
-    except (OSError, ValueError) as e:
-        raise TicketError(_one_line(f"{path}: cannot read ticket: {getattr(e, 'strerror', None) or e}")) from None
-
-
-_read = read_file
 
 
 def load(path, *, max_params: int | None = None) -> Ticket:

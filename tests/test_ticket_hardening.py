@@ -4,7 +4,6 @@ refused before anything is allocated (lth.ticket.schema, lth.ticket.container.re
 import copy
 import dataclasses
 import os
-import time
 import tracemalloc
 
 import pytest
@@ -145,25 +144,23 @@ def test_arch_field_of_the_wrong_type_or_range_is_refused(edit, match):
 
 
 @pytest.mark.parametrize("header_limit", [None, 64 << 20])
-def test_400000_empty_mask_entries_are_refused_fast(monkeypatch, header_limit):
+def test_400000_empty_mask_entries_are_refused_by_a_limit_before_decoding(monkeypatch, header_limit):
+    """By default the inflated header's size refuses it before its JSON is parsed; past that limit, the
+    entry count does (how fast: bench/fuzz_ticket.py, "huge counts")."""
     if header_limit:  # past the header's size limit too: the count limit refuses it
         monkeypatch.setattr(T, "MAX_HEADER_BYTES", header_limit)
     entries = [{"name": f"m{i}", "shape": [0], "coding": "none", "nbytes": 0, "count": 0} for i in range(400_000)]
     data = forged(_set("masks", entries))
-    t0 = time.perf_counter()
     refused(data, "MAX_ENTRIES" if header_limit else "MAX_HEADER_BYTES")
-    if not header_limit:  # by default the inflated header's size refuses it before the JSON is parsed
-        assert time.perf_counter() - t0 < 2.0
 
 
 def test_hidden_layers_of_60000_units_are_refused_by_max_params_before_allocation(tmp_path, capsys):
     data = forged(_set("arch.kwargs", {"hidden": [60000, 60000]}))
     tracemalloc.start()
-    t0 = time.perf_counter()
     msg = refused(data, "--max-params")
-    seconds, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert "3,647," in msg and seconds < 2.0 and peak < 50 << 20
+    assert "3,647," in msg and peak < 50 << 20  # refused from the meta-device build: nothing allocated
     cli_refuses(tmp_path, capsys, data, "--max-params", "inspect")
     # raised past it, the masks (LeNet-300-100's) no longer fit: still refused before anything is allocated
     cli_refuses(tmp_path, capsys, data, "mask 'fc1.weight' has shape", "inspect", "--max-params", "10000000000")

@@ -22,6 +22,7 @@ DOC = {
     "group_rates": "rates per layer kind, e.g. conv=0.1,fc=0.2,output=0.1",
     "weights": "where θ0 comes from: seed (default), checkpoint:PATH (+ --weights-sha256), run:DIR[@LEVEL]",
     "layer_rates": "per-layer rate overrides, e.g. fc3.weight=0.1",
+    "model_args": "model constructor arguments, e.g. hidden=300:100 (a list) or n_layer=2, or JSON",
     "schedule": "iterative, or oneshot (prune the dense net straight to each level's sparsity)",
     "device": "auto (CUDA when present), cpu or cuda:N",
     "batched": "train trials and branches together as one batched model (true/false)",

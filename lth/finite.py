@@ -2,6 +2,11 @@
 
 The loss is a sum of the members' means, so one member's NaN makes it NaN; which member it was is read
 off the stacked gradients and parameters (leading dimension: the member), looked at only then.
+
+Under torchrun a NaN may come up on one process only (its share of the batch). Each process then
+checks the all-reduced gradients instead of its own loss (:func:`check_grads`): they are the same
+on every process, so every process stops at the same step with the same line, and none is left
+waiting in a collective for one that has stopped.
 """
 
 from __future__ import annotations
@@ -30,3 +35,16 @@ def check_loss(loss: torch.Tensor, tensors, members: int, step: int) -> None:
     who = "" if m is None else f"member {m}, "
     raise NonFiniteLoss(f"{who}step {step}: the loss is {float(loss.detach().float().sum())}; "
                         "training stopped (lower the learning rate, or clip gradients with grad_clip)", step, m)
+
+
+def check_grads(tensors, members: int, step: int) -> None:
+    """Raise :class:`NonFiniteLoss` when an all-reduced gradient holds a NaN or infinity (every process
+    of a data-parallel run decides alike, since the gradients are the same on all of them)."""
+    grads = [t.grad for t in tensors if t.grad is not None]
+    if not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        return
+    m = bad_member(list(tensors), members)
+    who = "" if m is None else f"member {m}, "
+    raise NonFiniteLoss(f"{who}step {step}: the gradient is not finite (a NaN or infinite loss on at least one "
+                        "process); training stopped (lower the learning rate, or clip gradients with grad_clip)",
+                        step, m)

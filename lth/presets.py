@@ -223,12 +223,21 @@ def field_types() -> dict[str, type]:
 
 
 def parse_value(key: str, text: str):
-    """Parse a CLI string for field ``key`` (lists comma-separated, dicts as k=v,k=v)."""
+    """Parse a CLI string for field ``key``: lists comma-separated, dicts as ``k=v,k=v`` where a value
+    with colons is a list (``hidden=300:100`` is ``{"hidden": [300, 100]}``); a list or dict may also
+    be given as JSON (``'{"hidden": [300, 100]}'``)."""
+    import json
+
     types = field_types()
     if key not in types:
         raise ConfigError(f"unknown config field {key!r}")
     t = str(types[key])
     try:
+        if t.startswith(("list", "dict")) and text.lstrip()[:1] in ("[", "{"):
+            value = json.loads(text)
+            if not isinstance(value, list if t.startswith("list") else dict):
+                raise ValueError(text)
+            return value
         if t.startswith("list"):
             return [_scalar(s) for s in text.split(",") if s]
         if t.startswith("dict"):
@@ -237,7 +246,7 @@ def parse_value(key: str, text: str):
                 k, eq, v = item.partition("=")
                 if not eq:
                     raise ValueError(item)
-                out[k] = _scalar(v)
+                out[k] = [_scalar(x) for x in v.split(":")] if ":" in v else _scalar(v)
             return out
         if t.startswith("bool"):
             if text.lower() in ("1", "true", "yes", "on"):

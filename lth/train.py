@@ -311,7 +311,7 @@ def train(
     ``start`` its step): the optimizer, clock and captured states continue from it. Data order is a
     function of the step, so the continued run sees the batches the killed one would have.
     """
-    from .finite import check_loss
+    from .finite import check_grads, check_loss
     from .optimizers import Optimizers, Progress, schedule_step
 
     ctx = ctx or D.Context()
@@ -390,7 +390,10 @@ def train(
                         loss = loss + extra
                     loss = loss / spec.grad_accum
                 loss.backward()
-            check_loss(loss, opt.params(), ens.members, step)  # NaN or inf: stop, naming step and member
+            if not ctx.active:
+                check_loss(loss, opt.params(), ens.members, step)  # NaN or inf: stop, naming step and member
+        if ctx.active:  # all-reduced gradients: every process stops at the same step (lth.finite)
+            check_grads(opt.params(), ens.members, step)
         with torch.no_grad():
             if fmasks:
                 grads = ens.grads()

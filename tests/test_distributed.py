@@ -96,3 +96,11 @@ def test_supermask_with_two_processes_matches_one_process(tmp_path):
     assert [r[:2] for r in runs[0]] == [r[:2] for r in runs[1]] and len(runs[0]) == 6
     for (_, _, a), (_, _, b) in zip(*runs):
         assert abs(a - b) < 1e-4 * abs(b), (a, b)
+
+
+def test_a_nan_on_one_process_stops_every_process_at_the_same_step_with_one_line(tmp_path):
+    torchrun("dist_nan_worker.py", str(tmp_path / "run"), str(tmp_path))
+    errors = [json.loads((tmp_path / f"rank{r}.json").read_text())["error"] for r in (0, 1)]
+    assert errors[0] is not None and errors[0] == errors[1]  # same step, same line, nobody left waiting
+    assert "step 3" in errors[0] and "\n" not in errors[0]
+    assert not (tmp_path / "run" / "state.json").exists()  # the level is not marked done

@@ -135,3 +135,18 @@ def test_concurrent_runs_bench_smoke():
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "2 at once:" in p.stdout and "load average" in p.stdout and "PASSIVE" in p.stdout
+
+
+@pytest.mark.parametrize("text", ["hidden=300:100", '{"hidden": [300, 100]}'])
+def test_model_args_can_give_a_list(text):
+    from lth.presets import parse_value
+
+    assert parse_value("model_args", text) == {"hidden": [300, 100]}
+
+
+def test_json_list_flag_must_be_a_list():
+    from lth.errors import ConfigError
+    from lth.presets import parse_value
+
+    with pytest.raises(ConfigError, match="bad value for controls"):
+        parse_value("controls", '{"a": 1}')

@@ -176,6 +176,25 @@ def test_a_mask_that_names_no_parameter_is_refused_before_it_is_decoded():
     refused(forged(lambda h: h["masks"][0].update(name="fc9.weight")), "mask 'fc9.weight' names no parameter")
 
 
+def test_an_unknown_top_level_header_field_is_refused():
+    refused(forged(_set("extra", 1)), "header has unknown field 'extra'")
+
+
+def _with_masks(masks) -> bytes:
+    return T.encode(Ticket(arch=LENET_ARCH, seed=3, init="glorot_normal", masks=masks, meta=META))
+
+
+def test_a_ticket_missing_a_mask_its_config_prunes_is_refused():
+    masks = magnitude_masks(0.05)
+    del masks["fc2.weight"]
+    refused(_with_masks(masks), "no mask for 'fc2.weight', which meta.config prunes")
+
+
+def test_a_mask_on_a_tensor_its_config_does_not_prune_is_refused():
+    masks = {**magnitude_masks(0.05), "fc1.bias": torch.ones(300, dtype=torch.bool)}
+    refused(_with_masks(masks), "a mask for 'fc1.bias', which meta.config does not prune")
+
+
 def test_a_directory_as_the_ticket_path_is_refused(tmp_path, capsys):
     with pytest.raises(TicketError, match="a directory, not a ticket file"):
         T.load(tmp_path)

@@ -60,7 +60,8 @@ def _check_lenet(args: dict) -> None:
     hidden = args.get("hidden", [300, 100])
     if (not isinstance(hidden, (list, tuple)) or not hidden
             or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
-        raise ConfigError(f"model_args hidden must be a non-empty list of positive layer widths, got {hidden!r}")
+        raise ConfigError(f"model_args hidden must be a non-empty list of positive layer widths, got {hidden!r} "
+                          "(on the command line: hidden=300:100)")
 
 
 def _lenet(shape, num_classes, **kw):

@@ -277,7 +277,13 @@ def _parse_header(data: bytes, hlen: int) -> dict:
     return header
 
 
+HEADER_FIELDS = ("arch", "seed", "init", "weights", "meta", "masks", "floats")
+
+
 def _ticket_fields(header: dict) -> dict:
+    unknown = sorted(set(header) - set(HEADER_FIELDS))
+    if unknown:  # a newer format would say so in the version; an unknown field is a forged or broken file
+        raise TicketError(f"header has unknown field {unknown[0]!r} (known: {', '.join(HEADER_FIELDS)})")
     arch = _get(header, "arch", dict, "header")
     seed = _get(header, "seed", int, "header")
     if not 0 <= seed < 1 << 64:

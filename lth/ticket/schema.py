@@ -11,6 +11,8 @@ A ticket is untrusted input (it is the file lth exists to ship), so the reader c
   ``--max-params`` on ``lth eval``, ``inspect``, ``generate`` and ``train --ticket`` raises it);
 * the masks: each names a parameter of that architecture, with its shape (checked on the header's
   entries, before a mask is decoded), so the masks can never ask for more than the architecture holds;
+  with a ``meta.config``, they cover exactly the tensors that config prunes
+  (``lth.models.default_prunable``), no more, no fewer;
 * ``meta`` (free JSON, but what lth reads from it is checked): ``config`` a dict of
   :class:`lth.presets.Config` fields with values of their types (a field this lth does not know: the
   ticket comes from a newer lth, refused naming both versions), ``config.model`` the arch's model,
@@ -86,9 +88,8 @@ def check_arch(arch: dict) -> tuple[str, list, int, dict]:
     return model, shape, classes, kwargs
 
 
-def arch_shapes(arch: dict, max_params: int) -> dict[str, tuple]:
-    """Build the architecture on the "meta" device (nothing allocated) and check its size; returns the
-    parameters' shapes by name."""
+def arch_model(arch: dict, max_params: int) -> torch.nn.Module:
+    """Build the architecture on the "meta" device (nothing allocated) and check its size."""
     from .. import models
 
     model, shape, classes, kwargs = check_arch(arch)
@@ -104,7 +105,24 @@ def arch_shapes(arch: dict, max_params: int) -> dict[str, tuple]:
         if n > max_params:
             raise TicketError(f"arch: {model} {json.dumps(kwargs)} has {n:,} {what}, over the limit of "
                               f"{max_params:,} (raise it with --max-params or lth.ticket.MAX_PARAMS)")
-    return {n: tuple(p.shape) for n, p in params.items()}
+    return net
+
+
+def check_prunable(names: list[str], net: torch.nn.Module, config: dict, model: str) -> None:
+    """The masks cover exactly what the ticket's config prunes (``lth.models.default_prunable`` of the
+    config, as the lottery and supermask runs that write tickets choose it): no masked tensor missing,
+    none extra. A ticket without ``meta.config`` is not checked here (its masks still fit the arch)."""
+    from .. import models
+    from ..presets import Config
+
+    want = set(models.default_prunable(net, Config(**config)))
+    have = set(names)
+    if have != want:
+        extra, missing = sorted(have - want), sorted(want - have)
+        what = f"a mask for {extra[0]!r}, which" if extra else f"no mask for {missing[0]!r}, which"
+        verb = "does not prune" if extra else "prunes"
+        raise TicketError(f"masks: {what} meta.config {verb} ({model}: {len(want)} prunable tensors, "
+                          f"{len(have)} masks)")
 
 
 def check_mask_entries(entries: list[dict], shapes: dict[str, tuple], model: str) -> None:
@@ -181,5 +199,7 @@ def check_header(arch: dict, meta: dict, mask_entries: list[dict], max_params: i
     """The whole schema check (see the module docstring), in order: arch fields, meta, size, masks."""
     model = check_arch(arch)[0]
     check_meta(meta, model)
-    shapes = arch_shapes(arch, MAX_PARAMS if max_params is None else max_params)
-    check_mask_entries(mask_entries, shapes, model)
+    net = arch_model(arch, MAX_PARAMS if max_params is None else max_params)
+    check_mask_entries(mask_entries, {n: tuple(p.shape) for n, p in net.named_parameters()}, model)
+    if isinstance(meta.get("config"), dict):
+        check_prunable([e["name"] for e in mask_entries], net, meta["config"], model)

@@ -33,6 +33,7 @@ from . import masks as M
 from . import metrics as metric_spec
 from .branches import BranchContext, derive_seed  # noqa: F401  (derive_seed: older importers)
 from .ensemble import Ensemble
+from .best import fill_test
 from .errors import ConfigError, NonFiniteLoss
 from .init import init_from_seed
 from . import checkpoints
@@ -246,6 +247,10 @@ class Lottery:
             if acc is not None:
                 bar.set_postfix(val_acc=f"{float(acc[tickets].mean()):.4f}", step=step)
 
+        def on_test(step, final, best_steps, best):  # test_at="best": lth.best
+            keys = [(("experiment", g.experiment), ("trial", g.trial), ("level", level)) for g in group]
+            fill_test(rows, keys, step, final, best_steps, best)
+
         resume, snapshot = None, None
         if partial:
             snaps = self._snapshots(level)
@@ -261,7 +266,7 @@ class Lottery:
             captured = train(
                 ens, masks, self.task, self.spec, [self.seeds[g.trial] for g in group],
                 start=start, capture=capture, on_eval=on_eval, ctx=self.ctx, progress=bar,
-                snapshot=snapshot, resume=resume,
+                snapshot=snapshot, resume=resume, on_test=on_test,
             )
         except NonFiniteLoss as e:  # the level is not marked done
             who = "" if e.member is None else f"{group[e.member].experiment} trial {group[e.member].trial}, "

@@ -40,6 +40,7 @@ class Config:
     iterations: int = 50000
     epochs: float | None = None  # if set, overrides iterations (epochs * steps per epoch)
     eval_every: int = 100
+    test_at: str | None = None  # None/"every": test split at every evaluation; "best": at early stop and end (lth.best)
     warmup: int = 0  # steps of linear learning-rate warmup from 0
     warmdown: float = 0.0  # final fraction of training (steps or the time budget) that decays lr to 0
     grad_clip: float | None = None  # clip the global gradient norm (per member)
@@ -365,6 +366,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.iterations >= 1, f"iterations must be >= 1, got {cfg.iterations}")
     need(cfg.epochs is None or cfg.epochs > 0, f"epochs must be > 0, got {cfg.epochs}")
     need(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
+    need(cfg.test_at in (None, "every", "best"), f"test_at must be every or best, got {cfg.test_at!r}")
     need(cfg.levels >= 0, f"levels must be >= 0, got {cfg.levels}")
     need(0.0 <= cfg.prune_rate < 1.0, f"prune_rate must be in [0, 1), got {cfg.prune_rate}")
     for k, v in {**cfg.layer_rates, **(cfg.group_rates or {}), "output": cfg.output_rate or 0.0}.items():

@@ -87,6 +87,13 @@ def required(spec: M.MetricSpec | None) -> tuple[str, ...]:
     return REQUIRED if spec is None else tuple(dict.fromkeys(KEYS + (spec.early_stop, spec.headline)))
 
 
+def filled(spec: M.MetricSpec | None) -> tuple[str, ...]:
+    """Columns no row may leave empty: the keys and the early-stop column (with ``test_at="best"``
+    the test columns are filled at early stop and at the end only, lth.best)."""
+    return tuple(c for c in required(spec) if c in KEYS or c.startswith("val_")) if spec is None else \
+        tuple(dict.fromkeys(KEYS + (spec.early_stop,)))
+
+
 def read_results(path, spec: M.MetricSpec | None = None) -> list[dict]:
     """Parse ``results.csv`` into dicts with numbers converted (empty cells become ``None``).
 
@@ -111,7 +118,7 @@ def read_results(path, spec: M.MetricSpec | None = None) -> list[dict]:
     records = [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
     if records and not text.endswith(("\n", "\r")):
         line, cells = records[-1]
-        if len(cells) < len(header) or any(cells[header.index(c)].strip() == "" for c in REQUIRED):
+        if len(cells) < len(header) or any(cells[header.index(c)].strip() == "" for c in filled(spec)):
             records.pop()  # partially written last line
     rows = []
     for line, cells in records:
@@ -123,7 +130,7 @@ def read_results(path, spec: M.MetricSpec | None = None) -> list[dict]:
                 row[column] = _parse_cell(column, cell)
             except ValueError:
                 raise LthError(f"{path} line {line}: column '{column}' is not a number: {cell!r}") from None
-        _check_row(path, line, row, REQUIRED)
+        _check_row(path, line, row, filled(spec))
         rows.append(row)
     if not rows:
         raise LthError(f"no results yet: {path} has no rows")

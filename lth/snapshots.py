@@ -5,7 +5,8 @@ A snapshot is two files beside the run's other results, ``<stem>.safetensors`` a
 * tensors: ``state.<key>`` the module's training state (:func:`training_state`: an ensemble's stacked
   parameters and buffers, a supermask's scores, scales and mask-sampling generators), ``opt.<pid>.<k>``
   the optimizers' tensors (:func:`lth.train.flatten_optimizer_state`), ``cap.<step>.<member>.<name>``
-  member states captured for rewinding;
+  member states captured for rewinding, ``best.<member>.<name>`` the early-stop states of
+  ``test_at="best"`` (:mod:`lth.best`);
 * JSON: ``step``, ``train_seconds``, the optimizers' other state, the results rows so far, the captured
   steps and the member count.
 
@@ -72,10 +73,17 @@ class Snapshots:
         for s, members in state["captured"].items():
             for i, m in enumerate(members):
                 tensors.update({f"cap.{s}.{i}.{n}": v for n, v in m.items()})
+        extra = {}
+        if "best" in state:  # lth.best: each member's early-stop state so far
+            best = state["best"]
+            for i, m in enumerate(best["states"]):
+                tensors.update({f"best.{i}.{n}": v for n, v in (m or {}).items()})
+            extra["best"] = {"steps": best["steps"], "values": [v if v == v and abs(v) != float("inf") else None
+                                                                for v in best["values"]]}
         atomic_save_tensors(tensors, self.tensors)
         atomic_write_json(self.meta, {"step": step, "train_seconds": state["train_seconds"], "optimizer": opt_meta,
                                       "rows": json.loads(json.dumps(rows)), "captured": sorted(state["captured"]),
-                                      "members": model.members})
+                                      "members": model.members, **extra})
 
     def callback(self, model, rows: list[dict]):
         """``snapshot(step, state)`` for :func:`lth.train.train`: saves at most once every ``every`` s."""
@@ -105,6 +113,13 @@ class Snapshots:
                                  for i in range(m["members"])] for s in m["captured"]}
             state = {"optimizer": unflatten_optimizer_state(tensors, m["optimizer"]),
                      "train_seconds": float(m["train_seconds"]), "captured": captured}
+            if "best" in m:
+                b = m["best"]
+                state["best"] = {"steps": b["steps"],
+                                 "values": [float("nan") if v is None else v for v in b["values"]],
+                                 "states": [{k.split(".", 2)[2]: v for k, v in tensors.items()
+                                             if k.startswith(f"best.{i}.")} if s >= 0 else None
+                                            for i, s in enumerate(b["steps"])]}
             step, rows = int(m["step"]), list(m["rows"])
             # last: the model changes only once everything else has been read
             load_training_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("state.")})

@@ -41,12 +41,20 @@ class TrainSpec:
     lr_schedule: str | None = None  # an lth.optimizers.LR_SCHEDULES name (None: constant + warmup/warmdown)
     milestones: list | None = None  # lr_schedule "step": steps where the rate is multiplied by gamma
     gamma: float | None = None  # lr_schedule "step": the factor (default 0.1)
+    test_at: str | None = None  # "best": the test split at the early-stop state and the end only (lth.best)
+    early_stop: tuple = ("val_loss", "min")  # the task's early-stop column and mode (lth.metrics)
 
     @classmethod
     def from_config(cls, cfg) -> "TrainSpec":
         import dataclasses
 
-        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+        from .tasks import TASKS
+
+        spec = cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)})
+        if cfg.dataset in TASKS:
+            m = TASKS.get(cfg.dataset).metrics
+            spec.early_stop = (m.early_stop, m.mode)
+        return spec
 
 
 def lr_factor(spec: TrainSpec, step: int, elapsed: float = 0.0) -> float:
@@ -296,6 +304,7 @@ def train(
     progress=None,
     snapshot: Callable[[int, dict], None] | None = None,
     resume: dict | None = None,
+    on_test: Callable[[int, dict, list[int], dict], None] | None = None,
 ) -> dict[int, list[dict[str, torch.Tensor]]]:
     """Train ``ens`` (an :class:`~lth.ensemble.Ensemble`, or any module of stacked members with the same
     protocol, e.g. :class:`lth.supermask.Supermask`) from step ``start`` to ``spec.iterations`` under
@@ -303,10 +312,12 @@ def train(
 
     Calls ``on_eval(step, metrics)`` every ``eval_every`` steps and at the end (also when the time
     budget ``max_minutes`` stops training early); returns the member states captured at the steps in
-    ``capture`` (used for rewinding to step k).
+    ``capture`` (used for rewinding to step k). With ``spec.test_at == "best"`` evaluations leave out
+    the test split, and at the end ``on_test(step, test metrics, best steps, test metrics at the best
+    steps)`` gets it (:mod:`lth.best`).
 
     ``snapshot(step, state)`` is called after each evaluation past ``start`` with what a killed run
-    needs to continue exactly: ``state = {"optimizer": state_dict, "train_seconds", "captured"}`` (the
+    needs to continue exactly: ``state = {"optimizer": state_dict, "train_seconds", "captured"[, "best"]}`` (the
     weights are ``ens``'s). ``resume`` is such a state (with ``ens`` already holding the weights and
     ``start`` its step): the optimizer, clock and captured states continue from it. Data order is a
     function of the step, so the continued run sees the batches the killed one would have.
@@ -348,11 +359,20 @@ def train(
         captured.update(resume.get("captured", {}))
 
     reported: list[int] = []
+    best = None
+    if spec.test_at == "best" and on_eval is not None and "test" in getattr(task, "splits", ("val", "test")):
+        from .best import BestStates
+
+        best = BestStates(ens.members, *spec.early_stop)
+        if resume is not None and "best" in resume:
+            best.load(resume["best"])
 
     def report(step):
         reported.append(step)
         if on_eval is not None:
-            metrics = evaluate(ens, task, ctx)
+            metrics = evaluate(ens, task, ctx, splits=("val",) if best is not None else None)
+            if best is not None:
+                best.update(step, metrics, ens)
             hooks.metrics(metrics)
             # training seconds so far (evaluation excluded): throughput, and bpb against wall-clock
             metrics["train_seconds"] = torch.full((ens.members,), round(clock.spent, 3), dtype=torch.float64)
@@ -366,7 +386,8 @@ def train(
         if step % spec.eval_every == 0:
             report(step)
             if snapshot is not None and step > start:
-                snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured})
+                snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured,
+                                **({"best": best.state()} if best is not None else {})})
         clock.start()
         elapsed = clock.elapsed() if spec.max_minutes else 0.0  # only a budget needs the clock (and its all-reduce)
         # the budget never stops a run before its capture steps (the rewind point must exist)
@@ -423,4 +444,9 @@ def train(
         captured[step] = [ens.member_state(i) for i in range(ens.members)]
     if reported[-1:] != [step]:  # a budget that ran out right after an evaluation: no second row
         report(step)
+    if best is not None:  # the test split at the end and at each member's early-stop state (lth.best)
+        test = evaluate(ens, task, ctx, splits=("test",))
+        at_best = best.evaluate(ens, lambda e: evaluate(e, task, ctx, splits=("test",)))
+        if on_test is not None:
+            on_test(step, test, best.steps, at_best)
     return captured

@@ -100,7 +100,38 @@ def _gpt(size):
     return make
 
 
+def _image_shape(name: str, shape) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ConfigError(f"{name} takes images (C, H, W), got example shape {tuple(shape)}")
+    return tuple(int(d) for d in shape)
+
+
+def _no_args(name: str) -> Callable[[dict], None]:
+    def check(args: dict) -> None:
+        if args:
+            raise ConfigError(f"model_args {sorted(args)} unknown to {name} (it takes none)")
+
+    return check
+
+
+def _conv(pairs: int):
+    """Conv-2/4/6 (lth.models.conv): the fc input is computed from the task's H and W."""
+
+    def make(shape, num_classes, **kw):
+        from .conv import Conv
+
+        _no_args(f"conv{2 * pairs}")(kw)
+        c, h, w = _image_shape(f"conv{2 * pairs}", shape)
+        return Conv(pairs, c, h, w, num_classes)
+
+    return make
+
+
 MODELS.register("lenet_300_100")(ModelEntry("lenet_300_100", _lenet, "image", check=_check_lenet))
+# The CNNs of Frankle & Carbin 2019 (issue 11), one file per family: conv.py, vgg.py, resnet.py.
+MODELS.register("conv2")(ModelEntry("conv2", _conv(1), "image", check=_no_args("conv2")))
+MODELS.register("conv4")(ModelEntry("conv4", _conv(2), "image", check=_no_args("conv4")))
+MODELS.register("conv6")(ModelEntry("conv6", _conv(3), "image", check=_no_args("conv6")))
 # gpt_cpu: trains on two CPU cores in minutes; gpt_golf: the parameter-golf baseline shape (lth.models.gpt).
 # Their contexts are lth.models.gpt.SIZES[...]["seq_len"] (asserted in tests/test_registries.py).
 MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=256, check=_check_gpt))

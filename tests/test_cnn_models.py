@@ -1,0 +1,223 @@
+"""The CNN families of Frankle & Carbin 2019 (issue 11): Conv-2/4/6, VGG-19, ResNet-20.
+
+Sizes, the pruning contract (conv kernels and fc matrices only, never BatchNorm), kinds for group
+rates, BatchNorm statistics per stacked member, seed-derived init, and a tiny lottery of each model on
+an in-memory (3, 32, 32) task registered here."""
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from lth import lottery, models, pruning
+from lth.data import ImageData, Split
+from lth.ensemble import Ensemble
+from lth.errors import ConfigError
+from lth.init import init_from_seed, weights_sha256
+from lth.level_masks import LevelPruning
+from lth.presets import Config
+from lth.tasks import IMAGE_METRICS, TASKS, TaskEntry
+from lth.tasks.classify import ImageClassification
+
+CIFAR, GRAY = (3, 32, 32), (1, 32, 32)
+# (model, model_args) of every family member this file runs; ResNet at width 4 keeps it quick
+ALL = [("conv2", {}), ("conv4", {}), ("conv6", {})]
+
+
+def build(name, shape=CIFAR, classes=10, device="cpu", **kw):
+    with torch.device(device):
+        return models.build(name, shape, classes, **kw)
+
+
+def prunable_count(model, cfg=None):
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in models.default_prunable(model, cfg or Config()))
+
+
+def is_norm(model, name):
+    owner = model.get_submodule(name.rpartition(".")[0])
+    return isinstance(owner, nn.modules.batchnorm._BatchNorm)
+
+
+# --- sizes and shapes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,shape,kw,count", [
+    ("conv2", CIFAR, {}, 4_300_992), ("conv4", CIFAR, {}, 2_425_024), ("conv6", CIFAR, {}, 2_261_184),
+    ("conv2", GRAY, {}, 4_299_840), ("conv4", GRAY, {}, 2_423_872), ("conv6", GRAY, {}, 2_260_032),
+])
+def test_prunable_weight_counts_are_the_stated_ones(name, shape, kw, count):
+    assert prunable_count(build(name, shape, device="meta", **kw)) == count
+
+
+def test_conv2_count_is_its_layer_sizes():
+    layers = 3 * 64 * 9 + 64 * 64 * 9 + 16 * 16 * 64 * 256 + 256 * 256 + 256 * 10
+    assert prunable_count(build("conv2", device="meta")) == layers
+
+
+@pytest.mark.parametrize("name,kw", ALL)
+def test_output_is_logits_per_image(name, kw):
+    assert build(name, **kw)(torch.randn(2, *CIFAR)).shape == (2, 10)
+
+
+def test_conv_fc_input_is_computed_from_the_image_size():
+    model = build("conv4", (1, 28, 28), 7)
+    assert model.fc1.in_features == 128 * 7 * 7 and model(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name,args", [("conv2", {"width": 8}), ("conv6", {"x": 1})])
+def test_model_args_are_checked_in_one_line(name, args):
+    with pytest.raises(ConfigError) as e:
+        models.check_args(name, args)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError):
+        build(name, **args)
+
+
+def test_images_too_small_for_the_pools_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match="at least 8"):
+        build("conv6", (3, 4, 4))
+
+
+# --- what pruning acts on ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,kw", ALL)
+def test_default_prunable_is_conv_kernels_and_fc_matrices(name, kw):
+    model = build(name, device="meta", **kw)
+    assert models.default_prunable(model, Config()) == [n for n, p in model.named_parameters() if p.dim() >= 2]
+
+
+@pytest.mark.parametrize("name,kw", ALL)
+def test_biases_are_pruned_only_when_asked_and_norms_never(name, kw):
+    model = build(name, device="meta", **kw)
+    with_biases = models.default_prunable(model, Config(prune_biases=True))
+    assert not any(is_norm(model, n) for n in with_biases)
+    assert {n for n in with_biases if n.endswith("bias")} == {
+        n for n, _ in model.named_parameters() if n.endswith("bias") and not is_norm(model, n)}
+
+
+def test_kind_groups_name_convs_fcs_and_the_output():
+    model = build("conv4", device="meta")
+    kinds = pruning.kind_groups(model, models.default_prunable(model, Config()))
+    assert kinds == {"conv1.weight": "conv", "conv2.weight": "conv", "conv3.weight": "conv", "conv4.weight": "conv",
+                     "fc1.weight": "fc", "fc2.weight": "fc", "fc3.weight": "output"}
+    assert models.output_layers(model) == ["fc3.weight", "fc3.bias"]
+
+
+def level_one_masks(name, cfg, **kw):
+    template = build(name, **kw)
+    names = models.default_prunable(template, cfg)
+    g = torch.Generator().manual_seed(1)
+    theta = {n: torch.randn(p.shape, generator=g) for n, p in template.named_parameters()}
+    ones = {n: torch.ones_like(theta[n], dtype=torch.bool) for n in names}
+    return template, theta, LevelPruning(cfg, template, names).prune(theta, ones, 1)
+
+
+def removed(masks, names):
+    return sum(int((~masks[n]).sum()) for n in names)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_group_rates_prune_exactly_the_requested_fraction_of_each_kind(scope):
+    rates = {"conv": 0.3, "fc": 0.6, "output": 0.1}
+    cfg = Config(layer_rates={}, prune_rate=0.5, prune_scope=scope, group_rates=rates)
+    template, _, masks = level_one_masks("conv4", cfg)
+    kinds = pruning.kind_groups(template, list(masks))
+    for kind, rate in rates.items():
+        names = [n for n in masks if kinds[n] == kind]
+        sizes = [masks[n].numel() for n in names]
+        want = (pruning.n_prune(rate, sum(sizes)) if scope == "global"
+                else sum(pruning.n_prune(rate, s) for s in sizes))
+        assert removed(masks, names) == want, kind
+
+
+def test_global_allocation_over_convs_is_exact_and_shares_one_threshold():
+    cfg = Config(layer_rates={}, prune_rate=0.37, prune_scope="global")
+    _, theta, masks = level_one_masks("conv6", cfg)
+    assert removed(masks, masks) == pruning.n_prune(0.37, sum(m.numel() for m in masks.values()))
+    kept = torch.cat([theta[n][m].abs() for n, m in masks.items()])
+    dropped = torch.cat([theta[n][~m].abs() for n, m in masks.items()])
+    assert kept.min() >= dropped.max()
+
+
+# --- init ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,kw", ALL)
+def test_init_from_seed_is_bit_exact_and_sets_norms_to_one_and_biases_to_zero(name, kw):
+    a = init_from_seed(build(name, **kw), 5, "kaiming_normal")
+    b = init_from_seed(build(name, **kw), 5, "kaiming_normal")
+    assert weights_sha256(a) == weights_sha256(b)
+    assert weights_sha256(a) != weights_sha256(init_from_seed(build(name, **kw), 6, "kaiming_normal"))
+    for n, p in a.named_parameters():
+        if p.dim() == 1:
+            assert torch.equal(p, torch.zeros_like(p) if n.endswith("bias") else torch.ones_like(p)), n
+        else:
+            fan_in = p[0].numel()
+            assert abs(p.std().item() / (2.0 / fan_in) ** 0.5 - 1) < 0.3, n  # He: std sqrt(2 / fan_in)
+
+
+# --- stacked members -----------------------------------------------------------------------------
+
+
+def states(name, n, **kw):
+    nets = [init_from_seed(build(name, **kw), s, "kaiming_normal") for s in range(n)]
+    return [{k: v.detach().clone() for k, v in net.state_dict().items()} for net in nets]
+
+
+@pytest.mark.parametrize("name,kw", ALL)
+def test_every_model_loops_on_cpu_and_vmaps_on_cuda_with_the_same_outputs(name, kw):
+    ss = states(name, 2, **kw)
+    template = build(name, **kw)
+    x = torch.randn(2, 3, *CIFAR)
+    loop, vmapped = (Ensemble(template, ss, mode=m) for m in ("loop", "stacked"))
+    assert Ensemble(template, ss).path("cpu") == "loop" and Ensemble(template, ss).path("cuda") == "vmap"
+    assert vmapped.path() == "vmap" and not getattr(template, "stackable", False)
+    for m in (loop, vmapped):
+        m.eval()
+    out = loop(x)
+    torch.testing.assert_close(vmapped(x), out, rtol=1e-4, atol=1e-5)
+    for i, s in enumerate(ss):
+        alone = build(name, **kw)
+        alone.load_state_dict(s)
+        torch.testing.assert_close(out[i], alone.eval()(x[i]), rtol=1e-4, atol=1e-5)
+
+
+# --- the public API on a tiny (3, 32, 32) task -----------------------------------------------------
+
+
+def toy_images(cfg, device):
+    """64 random images, label: is the top half of the red channel bright (10 classes declared)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, *CIFAR, generator=g)
+    y = (x[:, 0, :16].mean((1, 2)) > 0).long()
+    splits = Split(x[:32], y[:32]), Split(x[32:48], y[32:48]), Split(x[48:], y[48:])
+    return ImageClassification(ImageData("toy32", *splits, 10, CIFAR)).to(device)
+
+
+@pytest.fixture(scope="module")
+def toy_task():
+    TASKS.register("toy32")(TaskEntry("toy32", toy_images, lambda cfg: (CIFAR, 10), IMAGE_METRICS, "image"))
+    yield "toy32"
+    TASKS.unregister("toy32")
+
+
+def tiny(model, **kw):
+    return Config(name="tiny", dataset="toy32", model=model, model_args=kw, layer_rates={}, iterations=2,
+                  eval_every=2, batch_size=8, levels=1, trials=1, prune_rate=0.5, init="kaiming_normal")
+
+
+def rows(out):
+    with open(out / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name,kw", ALL)
+def test_a_two_level_lottery_trains_and_prunes_every_model(toy_task, name, kw, tmp_path):
+    lottery.run(tiny(name, **kw), tmp_path / "run", progress=False)
+    got = {(r["level"], r["step"]): r for r in rows(tmp_path / "run")}
+    assert set(got) == {("0", "0"), ("0", "2"), ("1", "0"), ("1", "2")}
+    assert float(got["1", "2"]["remaining"]) == pytest.approx(0.5, abs=1e-3)
+    assert all(torch.isfinite(torch.tensor(float(r["val_loss"]))) for r in got.values())

@@ -22,7 +22,7 @@ from lth.tasks.classify import ImageClassification
 
 CIFAR, GRAY = (3, 32, 32), (1, 32, 32)
 # (model, model_args) of every family member this file runs; ResNet at width 4 keeps it quick
-ALL = [("conv2", {}), ("conv4", {}), ("conv6", {})]
+ALL = [("conv2", {}), ("conv4", {}), ("conv6", {}), ("vgg19", {})]
 
 
 def build(name, shape=CIFAR, classes=10, device="cpu", **kw):
@@ -46,6 +46,7 @@ def is_norm(model, name):
 @pytest.mark.parametrize("name,shape,kw,count", [
     ("conv2", CIFAR, {}, 4_300_992), ("conv4", CIFAR, {}, 2_425_024), ("conv6", CIFAR, {}, 2_261_184),
     ("conv2", GRAY, {}, 4_299_840), ("conv4", GRAY, {}, 2_423_872), ("conv6", GRAY, {}, 2_260_032),
+    ("vgg19", CIFAR, {}, 20_024_000),
 ])
 def test_prunable_weight_counts_are_the_stated_ones(name, shape, kw, count):
     assert prunable_count(build(name, shape, device="meta", **kw)) == count
@@ -189,11 +190,12 @@ def test_every_model_loops_on_cpu_and_vmaps_on_cuda_with_the_same_outputs(name, 
 
 
 def toy_images(cfg, device):
-    """64 random images, label: is the top half of the red channel bright (10 classes declared)."""
+    """48 random images (32 to train, 8 to validate, 8 to test), label: is the top half of the red
+    channel bright (10 classes declared)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, *CIFAR, generator=g)
+    x = torch.randn(48, *CIFAR, generator=g)
     y = (x[:, 0, :16].mean((1, 2)) > 0).long()
-    splits = Split(x[:32], y[:32]), Split(x[32:48], y[32:48]), Split(x[48:], y[48:])
+    splits = Split(x[:32], y[:32]), Split(x[32:40], y[32:40]), Split(x[40:48], y[40:48])
     return ImageClassification(ImageData("toy32", *splits, 10, CIFAR)).to(device)
 
 
@@ -204,9 +206,10 @@ def toy_task():
     TASKS.unregister("toy32")
 
 
-def tiny(model, **kw):
-    return Config(name="tiny", dataset="toy32", model=model, model_args=kw, layer_rates={}, iterations=2,
-                  eval_every=2, batch_size=8, levels=1, trials=1, prune_rate=0.5, init="kaiming_normal")
+def tiny(model, steps=2, batch=8, **kw):
+    """Two levels (dense, then 50% of every layer pruned) of ``steps`` steps at batch ``batch``."""
+    return Config(name="tiny", dataset="toy32", model=model, model_args=kw, layer_rates={}, iterations=steps,
+                  eval_every=steps, batch_size=batch, levels=1, trials=1, prune_rate=0.5, init="kaiming_normal")
 
 
 def rows(out):
@@ -216,8 +219,9 @@ def rows(out):
 
 @pytest.mark.parametrize("name,kw", ALL)
 def test_a_two_level_lottery_trains_and_prunes_every_model(toy_task, name, kw, tmp_path):
-    lottery.run(tiny(name, **kw), tmp_path / "run", progress=False)
+    steps, batch = (1, 4) if name == "vgg19" else (2, 8)  # VGG-19: 20M weights, 0.4 GFLOP an image
+    lottery.run(tiny(name, steps, batch, **kw), tmp_path / "run", progress=False)
     got = {(r["level"], r["step"]): r for r in rows(tmp_path / "run")}
-    assert set(got) == {("0", "0"), ("0", "2"), ("1", "0"), ("1", "2")}
-    assert float(got["1", "2"]["remaining"]) == pytest.approx(0.5, abs=1e-3)
+    assert set(got) == {(level, step) for level in "01" for step in ("0", str(steps))}
+    assert float(got["1", str(steps)]["remaining"]) == pytest.approx(0.5, abs=1e-3)
     assert all(torch.isfinite(torch.tensor(float(r["val_loss"]))) for r in got.values())

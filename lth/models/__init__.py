@@ -127,11 +127,21 @@ def _conv(pairs: int):
     return make
 
 
+def _vgg(shape, num_classes, **kw):
+    """VGG-19 (lth.models.vgg), Liu et al.'s CIFAR variant: takes no model_args."""
+    from .vgg import VGG
+
+    _no_args("vgg19")(kw)
+    c, h, w = _image_shape("vgg19", shape)
+    return VGG(c, h, w, num_classes)
+
+
 MODELS.register("lenet_300_100")(ModelEntry("lenet_300_100", _lenet, "image", check=_check_lenet))
 # The CNNs of Frankle & Carbin 2019 (issue 11), one file per family: conv.py, vgg.py, resnet.py.
 MODELS.register("conv2")(ModelEntry("conv2", _conv(1), "image", check=_no_args("conv2")))
 MODELS.register("conv4")(ModelEntry("conv4", _conv(2), "image", check=_no_args("conv4")))
 MODELS.register("conv6")(ModelEntry("conv6", _conv(3), "image", check=_no_args("conv6")))
+MODELS.register("vgg19")(ModelEntry("vgg19", _vgg, "image", check=_no_args("vgg19")))
 # gpt_cpu: trains on two CPU cores in minutes; gpt_golf: the parameter-golf baseline shape (lth.models.gpt).
 # Their contexts are lth.models.gpt.SIZES[...]["seq_len"] (asserted in tests/test_registries.py).
 MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=256, check=_check_gpt))

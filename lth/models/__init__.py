@@ -136,12 +136,31 @@ def _vgg(shape, num_classes, **kw):
     return VGG(c, h, w, num_classes)
 
 
+def _check_resnet(args: dict) -> None:
+    unknown = sorted(set(args) - {"width"})
+    if unknown:
+        raise ConfigError(f"model_args {unknown} unknown to resnet20 (it takes: width, the first stage's filters)")
+    width = args.get("width", 16)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ConfigError(f"model_args width must be a positive int (16: the paper's ResNet-20), got {width!r}")
+
+
+def _resnet(shape, num_classes, **kw):
+    """ResNet-20 (lth.models.resnet): model_args width = the first stage's filters (16; 8 halves all)."""
+    from .resnet import ResNet
+
+    _check_resnet(kw)
+    c, _, _ = _image_shape("resnet20", shape)
+    return ResNet(c, num_classes, width=kw.get("width", 16))
+
+
 MODELS.register("lenet_300_100")(ModelEntry("lenet_300_100", _lenet, "image", check=_check_lenet))
 # The CNNs of Frankle & Carbin 2019 (issue 11), one file per family: conv.py, vgg.py, resnet.py.
 MODELS.register("conv2")(ModelEntry("conv2", _conv(1), "image", check=_no_args("conv2")))
 MODELS.register("conv4")(ModelEntry("conv4", _conv(2), "image", check=_no_args("conv4")))
 MODELS.register("conv6")(ModelEntry("conv6", _conv(3), "image", check=_no_args("conv6")))
 MODELS.register("vgg19")(ModelEntry("vgg19", _vgg, "image", check=_no_args("vgg19")))
+MODELS.register("resnet20")(ModelEntry("resnet20", _resnet, "image", check=_check_resnet))
 # gpt_cpu: trains on two CPU cores in minutes; gpt_golf: the parameter-golf baseline shape (lth.models.gpt).
 # Their contexts are lth.models.gpt.SIZES[...]["seq_len"] (asserted in tests/test_registries.py).
 MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=256, check=_check_gpt))

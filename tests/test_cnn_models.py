@@ -82,6 +82,15 @@ def test_model_args_are_checked_in_one_line(name, args):
         build(name, **args)
 
 
+def test_a_config_with_bad_model_args_fails_validation_in_one_line():
+    from lth.presets import validate
+
+    validate(Config(model="resnet20", model_args={"width": 8}, layer_rates={}))
+    with pytest.raises(ConfigError, match="width must be a positive int") as e:
+        validate(Config(model="resnet20", model_args={"width": -1}, layer_rates={}))
+    assert "\n" not in str(e.value)
+
+
 def test_resnet_width_is_the_first_stages_filters():
     model = build("resnet20", device="meta", width=8)
     assert [model.blocks[i].conv2.out_channels for i in (0, 3, 6)] == [8, 16, 32] and model.fc.in_features == 32
@@ -101,7 +110,9 @@ def test_images_too_small_for_the_pools_are_refused_in_one_line():
 @pytest.mark.parametrize("name,kw", ALL)
 def test_default_prunable_is_conv_kernels_and_fc_matrices(name, kw):
     model = build(name, device="meta", **kw)
-    assert models.default_prunable(model, Config()) == [n for n, p in model.named_parameters() if p.dim() >= 2]
+    names = models.default_prunable(model, Config())
+    assert names == [n for n, p in model.named_parameters() if p.dim() >= 2] == pruning.Pruner(model).names
+    assert not any(is_norm(model, n) for n in names)
 
 
 @pytest.mark.parametrize("name,kw", ALL)

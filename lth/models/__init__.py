@@ -20,7 +20,13 @@ defining the method (or attribute) of the same name:
   without weight decay. Default: norms, biases and every other 1-D parameter get none.
 - :func:`default_prunable` ``(model, cfg) -> [param names]``: what pruning acts on. Default:
   matrices and kernels (dim >= 2), biases only with ``cfg.prune_biases``, nothing named ``embed``
-  unless ``cfg.prune_embeddings``.
+  unless ``cfg.prune_embeddings``. The CNNs (``conv2/4/6``, ``vgg19``, ``resnet20``) define their own,
+  :func:`lth.models.layers.weights_only`: a BatchNorm's gain and shift are never pruned, even with
+  ``cfg.prune_biases``.
+
+Image entries take the task's example shape ``(C, H, W)``; ``check`` refuses unknown ``model_args``
+and bad values in one line (``lenet_300_100``: ``hidden``; ``resnet20``: ``width``, the first
+stage's filters, 16 by default; the others take none).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """ResNet-20 for CIFAR-10 (He et al. 2016, section 4.2), the network Frankle & Carbin (2019) call
 "Resnet-18"; widths as in open_lth's ``cifar_resnet_20_W``.
 
-Specification, for images ``x`` [B, C, H, W] (CIFAR-10: C = 3, H = W = 32), ``W = width`` (default 16,
+Specification, for images ``x`` [B, C, H, W] (CIFAR-10: C = 3, H = W = 32), ``w = width`` (default 16,
 the paper's ResNet-20; ``width=8`` halves every stage, ``width=32`` doubles it):
 
-- stem: 3x3 convolution (stride 1, padding 1) to W channels, BatchNorm, ReLU.
-- 3 stages of 3 basic blocks with W, 2W, 4W channels; the first block of stages 2 and 3 halves the
+- stem: 3x3 convolution (stride 1, padding 1) to w channels, BatchNorm, ReLU.
+- 3 stages of 3 basic blocks with w, 2w, 4w channels; the first block of stages 2 and 3 halves the
   size (stride 2). A basic block::
 
       out = relu(bn1(conv1(x)))             conv1: 3x3, stride s, padding 1
@@ -14,15 +14,15 @@ the paper's ResNet-20; ``width=8`` halves every stage, ``width=32`` doubles it):
                                             block of stages 2 and 3) a 1x1 convolution with stride s
                                             and a BatchNorm (a projection, He et al.'s option B)
 
-- global average pool over the remaining H/4 x W/4 positions, fully connected 4W -> ``num_classes``.
+- global average pool over the remaining H/4 x W/4 positions, fully connected 4w -> ``num_classes``.
 - Convolutions have no bias (a BatchNorm follows each); fc has one.
 
 Parameter names (``shortcut`` in a name is what ``lth.pruning.kind_groups`` calls ``shortcut``)::
 
-    conv.weight [W, C, 3, 3]                 bn.weight, bn.bias [W]
+    conv.weight [w, C, 3, 3]                 bn.weight, bn.bias [w]
     blocks.{0..8}.conv1.weight, .conv2.weight     blocks.{0..8}.bn1.*, .bn2.*
-    blocks.{3,6}.shortcut.conv.weight [2W or 4W, W or 2W, 1, 1]    blocks.{3,6}.shortcut.bn.*
-    fc.weight [num_classes, 4W]   fc.bias   (the output layer, ``output_layer``)
+    blocks.{3,6}.shortcut.conv.weight [2w or 4w, w or 2w, 1, 1]    blocks.{3,6}.shortcut.bn.*
+    fc.weight [num_classes, 4w]   fc.bias   (the output layer, ``output_layer``)
 
 Blocks 0-2 are stage 1, 3-5 stage 2, 6-8 stage 3. Every BatchNorm has buffers ``running_mean``,
 ``running_var`` and ``num_batches_tracked``.
@@ -31,7 +31,7 @@ Prunable weights (conv kernels, shortcut kernels and the fc matrix; ``default_pr
 BatchNorm gains and shifts), 3 input channels, 10 classes:
 
     width 16 (ResNet-20): 270,896 = 432 stem + 269,824 in the blocks (2,560 of them shortcuts) + 640 fc;
-                          272,474 parameters in all (BatchNorms 1,568, fc bias 10): the paper's "272K"
+                          272,474 parameters in all (BatchNorms 1,568, fc bias 10): "~272K" counts those
     width 8:               67,992 = 216 stem + 67,456 in the blocks (640 shortcuts) + 320 fc
 
 The forward takes one model's parameters; :class:`lth.ensemble.Ensemble` runs stacked members through
@@ -90,9 +90,9 @@ class ResNet(nn.Module):
         self.output_layer = "fc"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C, H, W] -> logits [B, classes]
-        x = self.bn(self.conv(x)).relu()  # [B, W, H, W]
-        x = self.blocks(x)  # [B, 4W, H / 4, W / 4]
-        x = x.mean((2, 3))  # [B, 4W]: global average pool
+        x = self.bn(self.conv(x)).relu()  # [B, w, H, W]
+        x = self.blocks(x)  # [B, 4w, H / 4, W / 4]
+        x = x.mean((2, 3))  # [B, 4w]: global average pool
         return self.fc(x)  # [B, classes]
 
     def default_prunable(self, cfg) -> list[str]:

@@ -4,7 +4,7 @@ Frankle & Carbin (2019) prune.
 Specification, for images ``x`` [B, C, H, W] (CIFAR-10: C = 3, H = W = 32):
 
 - 16 convolutions, 3x3, stride 1, padding 1 (size kept), no bias, each followed by BatchNorm and a ReLU;
-  a 2x2 max-pool (stride 2) at each ``M`` of the configuration::
+  a 2x2 max-pool (stride 2) at each ``M`` of the layout (``VGG19``; Liu et al.'s ``cfg``)::
 
       64, 64, M, 128, 128, M, 256, 256, 256, 256, M, 512, 512, 512, 512, M, 512, 512, 512, 512
 
@@ -35,22 +35,23 @@ from torch import nn
 from ..errors import ConfigError
 from .layers import weights_only
 
-CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
+# output channels of each convolution, "M" a 2x2 max-pool
+VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
 
 
 class VGG(nn.Module):
     """VGG-19 (Liu et al.'s CIFAR variant) for images of shape ``(in_channels, height, width)``."""
 
     def __init__(self, in_channels: int = 3, height: int = 32, width: int = 32, num_classes: int = 10,
-                 cfg: tuple = CFG):
+                 layout: tuple = VGG19):
         super().__init__()
-        pools = cfg.count("M") + 1  # the max-pools, then the average pool
+        pools = layout.count("M") + 1  # the max-pools, then the average pool
         if min(height, width) < 2**pools:
             raise ConfigError(f"VGG pools {pools} times: images must be at least {2**pools} pixels high and "
                               f"wide, got {height}x{width}")
-        self.cfg = tuple(cfg)
+        self.layout = tuple(layout)
         c, i = in_channels, 0
-        for v in self.cfg:
+        for v in self.layout:
             if v != "M":
                 i += 1
                 self.add_module(f"conv{i}", nn.Conv2d(c, v, 3, padding=1, bias=False))
@@ -61,7 +62,7 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, C, H, W] -> logits [B, classes]
         i = 0
-        for v in self.cfg:
+        for v in self.layout:
             if v == "M":
                 x = F.max_pool2d(x, 2)  # [B, ch, h / 2, w / 2]
             else:

@@ -20,7 +20,13 @@ defining the method (or attribute) of the same name:
   without weight decay. Default: norms, biases and every other 1-D parameter get none.
 - :func:`default_prunable` ``(model, cfg) -> [param names]``: what pruning acts on. Default:
   matrices and kernels (dim >= 2), biases only with ``cfg.prune_biases``, nothing named ``embed``
-  unless ``cfg.prune_embeddings``.
+  unless ``cfg.prune_embeddings``. The CNNs (``conv2/4/6``, ``vgg19``, ``resnet20``) define their own,
+  :func:`lth.models.layers.weights_only`: a BatchNorm's gain and shift are never pruned, even with
+  ``cfg.prune_biases``.
+
+Image entries take the task's example shape ``(C, H, W)``; ``check`` refuses unknown ``model_args``
+and bad values in one line (``lenet_300_100``: ``hidden``; ``resnet20``: ``width``, the first
+stage's filters, 16 by default; the others take none).
 """
 
 from __future__ import annotations
@@ -101,7 +107,67 @@ def _gpt(size):
     return make
 
 
+def _image_shape(name: str, shape) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ConfigError(f"{name} takes images (C, H, W), got example shape {tuple(shape)}")
+    return tuple(int(d) for d in shape)
+
+
+def _no_args(name: str) -> Callable[[dict], None]:
+    def check(args: dict) -> None:
+        if args:
+            raise ConfigError(f"model_args {sorted(args)} unknown to {name} (it takes none)")
+
+    return check
+
+
+def _conv(pairs: int):
+    """Conv-2/4/6 (lth.models.conv): the fc input is computed from the task's H and W."""
+
+    def make(shape, num_classes, **kw):
+        from .conv import Conv
+
+        _no_args(f"conv{2 * pairs}")(kw)
+        c, h, w = _image_shape(f"conv{2 * pairs}", shape)
+        return Conv(pairs, c, h, w, num_classes)
+
+    return make
+
+
+def _vgg(shape, num_classes, **kw):
+    """VGG-19 (lth.models.vgg), Liu et al.'s CIFAR variant: takes no model_args."""
+    from .vgg import VGG
+
+    _no_args("vgg19")(kw)
+    c, h, w = _image_shape("vgg19", shape)
+    return VGG(c, h, w, num_classes)
+
+
+def _check_resnet(args: dict) -> None:
+    unknown = sorted(set(args) - {"width"})
+    if unknown:
+        raise ConfigError(f"model_args {unknown} unknown to resnet20 (it takes: width, the first stage's filters)")
+    width = args.get("width", 16)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ConfigError(f"model_args width must be a positive int (16: the paper's ResNet-20), got {width!r}")
+
+
+def _resnet(shape, num_classes, **kw):
+    """ResNet-20 (lth.models.resnet): model_args width = the first stage's filters (16; 8 halves all)."""
+    from .resnet import ResNet
+
+    _check_resnet(kw)
+    c, _, _ = _image_shape("resnet20", shape)
+    return ResNet(c, num_classes, width=kw.get("width", 16))
+
+
 MODELS.register("lenet_300_100")(ModelEntry("lenet_300_100", _lenet, "image", check=_check_lenet))
+# The CNNs of Frankle & Carbin 2019 (issue 11), one file per family: conv.py, vgg.py, resnet.py.
+MODELS.register("conv2")(ModelEntry("conv2", _conv(1), "image", check=_no_args("conv2")))
+MODELS.register("conv4")(ModelEntry("conv4", _conv(2), "image", check=_no_args("conv4")))
+MODELS.register("conv6")(ModelEntry("conv6", _conv(3), "image", check=_no_args("conv6")))
+MODELS.register("vgg19")(ModelEntry("vgg19", _vgg, "image", check=_no_args("vgg19")))
+MODELS.register("resnet20")(ModelEntry("resnet20", _resnet, "image", check=_check_resnet))
 # gpt_cpu: trains on two CPU cores in minutes; gpt_golf: the parameter-golf baseline shape (lth.models.gpt).
 # Their contexts are lth.models.gpt.SIZES[...]["seq_len"] (asserted in tests/test_registries.py).
 MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=256, check=_check_gpt))

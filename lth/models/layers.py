@@ -4,6 +4,9 @@
 parameters (leading member dimension M) and stacked inputs ``[M, B, ...]``. Models whose forward uses
 these ops declare ``stackable = True`` and skip ``torch.func.vmap``'s overhead; other models still work
 through vmap.
+
+Also here: :func:`weights_only`, the ``default_prunable`` of the CNNs (conv kernels and linear weights,
+never a BatchNorm's parameters).
 """
 
 import torch
@@ -30,3 +33,15 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+def weights_only(model: nn.Module, cfg) -> list[str]:
+    """``default_prunable`` of a network with normalisation layers: the weights of its convolutions and
+    linear layers (and, with ``cfg.prune_biases``, their biases) in ``named_parameters`` order; a norm's
+    gain and shift (BatchNorm ``weight``/``bias``) are never pruned, whatever ``cfg`` says."""
+    owners = (nn.modules.conv._ConvNd, nn.Linear)
+    wanted = {f"{m}.weight" if m else "weight" for m, mod in model.named_modules() if isinstance(mod, owners)}
+    if getattr(cfg, "prune_biases", False):
+        wanted |= {f"{m}.bias" if m else "bias" for m, mod in model.named_modules()
+                   if isinstance(mod, owners) and mod.bias is not None}
+    return [n for n, _ in model.named_parameters() if n in wanted]

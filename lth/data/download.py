@@ -1,7 +1,7 @@
 """Fetch MNIST-format datasets over HTTP(S), verified by checksum.
 
-MNIST itself is embedded in the package; this is for other datasets in the same layout
-(Fashion-MNIST) or for refreshing a data directory. Downloads go to a temporary file next to
+MNIST and Fashion-MNIST are embedded in the package; this is for other datasets in the same
+layout or for refreshing a data directory. Downloads go to a temporary file next to
 the destination and are renamed into place only once complete and verified, so an interrupted
 or corrupted download never leaves a file that looks valid.
 

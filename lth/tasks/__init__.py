@@ -1,7 +1,8 @@
 """Tasks: data + loss + metrics for one kind of problem. A task knows nothing about pruning.
 
-Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``text``). A new
-track adds a file here and one ``TASKS.register`` call; nothing else dispatches on a dataset name.
+Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``fashion-mnist-32``,
+``text``). A new track adds a file here and one ``TASKS.register`` call; nothing else dispatches on a
+dataset name.
 
 Contract of an entry (:class:`TaskEntry`):
 
@@ -108,12 +109,13 @@ def shape(cfg) -> Shape:
 IMAGE_METRICS = MetricSpec(("val_loss", "val_acc", "test_loss", "test_acc"), (ACC,))
 
 
-def _image(name: str) -> Callable[[Any, str], Any]:
+def _image(name: str, pad: int = 0) -> Callable[[Any, str], Any]:
     def load_images(cfg, device):
         from ..data import load_mnist
         from .classify import ImageClassification
 
-        return ImageClassification(load_mnist(cfg.data_dir, name=name, normalize=cfg.normalize)).to(device)
+        data = load_mnist(cfg.data_dir, name=name, normalize=cfg.normalize, pad=pad)
+        return ImageClassification(data).to(device)
 
     return load_images
 
@@ -132,7 +134,13 @@ def _image_check(cfg) -> None:
 
 TASKS.register("mnist")(TaskEntry("mnist", _image("mnist"), _image_shape, IMAGE_METRICS, "image", check=_image_check))
 TASKS.register("fashion-mnist")(TaskEntry("fashion-mnist", _image("fashion-mnist"), _image_shape, IMAGE_METRICS,
-                                          "image", needs_data_dir=True, check=_image_check))
+                                          "image", check=_image_check))
+
+# The CNN track's inputs (issue 11): every CNN keeps the paper's CIFAR shape, 32x32. Fashion-MNIST is
+# zero-padded 28 -> 32 (2 pixels each side) before normalizing, so the border is black like the background.
+TASKS.register("fashion-mnist-32")(TaskEntry("fashion-mnist-32", _image("fashion-mnist", pad=2),
+                                             lambda cfg: ((1, 32, 32), 10), IMAGE_METRICS, "image",
+                                             check=_image_check))
 
 
 # --- language modeling ----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Datasets: MNIST-format image data held in memory as tensors, plus IDX I/O and downloads.
+"""Datasets: MNIST-format and CIFAR-10 image data held in memory as tensors, plus IDX I/O and downloads.
 
 ``load_mnist()`` with no arguments reads the copy of MNIST embedded in the package.
 """
 
+from lth.data.cifar import load_cifar10
 from lth.data.download import MIRRORS, SHA256, download, download_mnist
 from lth.data.idx import read_idx, write_idx
 from lth.data.mnist import ImageData, Split, load_mnist
@@ -14,6 +15,7 @@ __all__ = [
     "Split",
     "download",
     "download_mnist",
+    "load_cifar10",
     "load_mnist",
     "read_idx",
     "write_idx",

@@ -1,7 +1,7 @@
 """Tasks: data + loss + metrics for one kind of problem. A task knows nothing about pruning.
 
 Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``fashion-mnist-32``,
-``text``). A new track adds a file here and one ``TASKS.register`` call; nothing else dispatches on a
+``cifar10``, ``text``). A new track adds a file here and one ``TASKS.register`` call; nothing else dispatches on a
 dataset name.
 
 Contract of an entry (:class:`TaskEntry`):
@@ -141,6 +141,30 @@ TASKS.register("fashion-mnist")(TaskEntry("fashion-mnist", _image("fashion-mnist
 TASKS.register("fashion-mnist-32")(TaskEntry("fashion-mnist-32", _image("fashion-mnist", pad=2),
                                              lambda cfg: ((1, 32, 32), 10), IMAGE_METRICS, "image",
                                              check=_image_check))
+
+
+def _cifar10_load(cfg, device):
+    from ..data.cifar import load_cifar10
+    from .classify import ImageClassification
+
+    return ImageClassification(load_cifar10(cfg.data_dir, normalize=cfg.normalize)).to(device)
+
+
+def _cifar10_check(cfg) -> None:
+    _image_check(cfg)
+    if cfg.data_dir is not None:  # the six batch files are there (before a run directory is made)
+        from ..data.cifar import locate
+        from ..errors import DataError
+
+        try:
+            locate(cfg.data_dir)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+# CIFAR-10 from its python batches in data_dir (`lth data download cifar10`), per-channel normalization.
+TASKS.register("cifar10")(TaskEntry("cifar10", _cifar10_load, lambda cfg: ((3, 32, 32), 10), IMAGE_METRICS,
+                                    "image", needs_data_dir=True, check=_cifar10_check))
 
 
 # --- language modeling ----------------------------------------------------------------------------

@@ -17,11 +17,14 @@ import torch
 from lth import lottery
 from lth.data import load_mnist, read_idx
 from lth.data.cifar import FILES as CIFAR_FILES
-from lth.data.cifar import load_cifar10, read_batch
-from lth.data.mnist import embedded_dir, pixel_stats
+from lth.data.cifar import channel_stats, load_cifar10, read_batch
+from lth.data.cifar import to_split as cifar_to_split
+from lth.data.mnist import ImageData, embedded_dir, pixel_stats
 from lth.errors import ConfigError, DataError
 from lth.presets import Config, validate
 from lth.tasks import TASKS
+from lth.tasks.augment import random_crop_flip
+from lth.tasks.classify import ImageClassification
 
 FMNIST = embedded_dir("fashion-mnist")
 
@@ -291,3 +294,147 @@ def test_a_pickle_cannot_build_an_array_except_from_its_own_bytes(tmp_path):
     (tmp_path / "y").write_bytes(raw)
     with pytest.raises(DataError, match="refused numpy array reconstruction"):
         read_batch(tmp_path / "y")
+
+
+# --- augmentation: 4-pixel zero pad-and-crop and horizontal flip, batched --------------------------------
+
+
+def toy_images(n: int = 64, c: int = 3, seed: int = 0) -> ImageData:
+    """A small normalized image dataset [n, c, 32, 32] with per-channel statistics, val and test of 16."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randint(0, 256, (n + 32, c, 32, 32), generator=g).numpy().astype(np.uint8)
+    mean, std = channel_stats(raw[:n])
+    y = torch.randint(0, 10, (n + 32,), generator=g).numpy().astype(np.uint8)
+    split = lambda a, b: cifar_to_split(raw[a:b], y[a:b], mean, std)  # noqa: E731
+    return ImageData("toy", split(0, n), split(n, n + 16), split(n + 16, n + 32), 10, (c, 32, 32), mean, std)
+
+
+def shifted(img: np.ndarray, dy: int, dx: int, flip: bool, pad: int = 4) -> np.ndarray:
+    """The reference, one image at a time: zero-pad by ``pad``, crop at shift (dy, dx), then mirror."""
+    c, h, w = img.shape
+    big = np.zeros((c, h + 2 * pad, w + 2 * pad), img.dtype)
+    big[:, pad : pad + h, pad : pad + w] = img
+    out = big[:, pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+    return out[:, :, ::-1] if flip else out
+
+
+def test_crops_shift_by_at_most_4_pixels_each_way_and_pad_with_zeros():
+    img = 1 + np.arange(2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32)  # every pixel its own nonzero value
+    torch.manual_seed(0)
+    out = random_crop_flip(torch.from_numpy(img).expand(400, 2, 32, 32)).numpy()
+    candidates = {shifted(img, dy, dx, f).tobytes(): (dy, dx, f)
+                  for dy in range(-4, 5) for dx in range(-4, 5) for f in (False, True)}
+    found = [candidates.get(o.tobytes()) for o in out]
+    assert None not in found  # each output is one zero-padded shift within ±4, maybe mirrored
+    assert {d[0] for d in found} == {d[1] for d in found} == set(range(-4, 5))  # every offset occurs
+    assert 0.35 < np.mean([d[2] for d in found]) < 0.65
+
+
+def test_flips_mirror_left_right_about_half_the_images():
+    x = torch.randn(2000, 1, 4, 6)
+    torch.manual_seed(1)
+    out = random_crop_flip(x, pad=0)
+    flipped = (out == x.flip(-1)).flatten(1).all(1)
+    assert torch.all(flipped | (out == x).flatten(1).all(1))
+    assert 1000 - 5 * 23 < int(flipped.sum()) < 1000 + 5 * 23  # binomial(2000, 1/2): sd 22.4
+
+
+def test_augmenting_normalized_images_pads_with_a_normalized_black_pixel():
+    d = toy_images()
+    raw = d.train.x * torch.tensor(d.std).view(3, 1, 1) + torch.tensor(d.mean).view(3, 1, 1)  # back to [0, 1]
+    torch.manual_seed(2)
+    a = random_crop_flip(d.train.x, fill=d.zero_value())
+    torch.manual_seed(2)
+    b = (random_crop_flip(raw) - torch.tensor(d.mean).view(3, 1, 1)) / torch.tensor(d.std).view(3, 1, 1)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(d.zero_value(), -torch.tensor(d.mean, dtype=torch.float32) / torch.tensor(d.std))
+
+
+def test_augmentation_keeps_shape_dtype_and_leaves_its_input_alone():
+    x = torch.randn(2, 5, 3, 32, 32)
+    before = x.clone()
+    out = random_crop_flip(x, fill=torch.tensor([1.0, 2.0, 3.0]))
+    assert out.shape == x.shape and out.dtype == x.dtype and torch.equal(x, before)
+
+
+def test_augmentation_is_deterministic_under_a_fixed_generator_seed():
+    x = torch.randn(32, 3, 32, 32)
+    runs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        runs.append(random_crop_flip(x))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
+
+
+def test_each_member_gets_its_own_crops_and_flips_of_the_same_images():
+    idx = torch.arange(16).expand(2, 16)  # both members draw the same images
+    torch.manual_seed(0)
+    x, y = ImageClassification(toy_images(), augment=True).batch(idx)
+    assert x.shape == (2, 16, 3, 32, 32) and torch.equal(y[0], y[1]) and not torch.equal(x[0], x[1])
+    x, _ = ImageClassification(toy_images(), augment=False).batch(idx)
+    assert torch.equal(x[0], x[1])
+
+
+def test_validation_and_test_inputs_are_never_augmented():
+    task = ImageClassification(toy_images(), augment=True)
+    for split in ("val", "test"):
+        seen = []
+        state = torch.get_rng_state()
+        task.evaluate(lambda xb: seen.append(xb[0].clone()) or torch.zeros(*xb.shape[:2], 10), 1, split)
+        assert torch.equal(torch.cat(seen), getattr(task.data, split).x)
+        assert torch.equal(torch.get_rng_state(), state)  # nothing drawn either
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist", "text"])
+def test_augment_on_a_task_without_augmentation_is_a_one_line_error(dataset):
+    model = "gpt_cpu" if dataset == "text" else "lenet_300_100"
+    with pytest.raises(ConfigError, match=f"dataset {dataset} has no augmentation") as e:
+        validate(Config(dataset=dataset, model=model, augment=True))
+    assert "\n" not in str(e.value)
+    validate(Config(dataset=dataset, model=model, augment=False))
+
+
+def test_augment_is_a_config_field_and_a_flag():
+    from lth.cli import config_from_args, parser
+
+    args = parser().parse_args(["lottery", "mnist_quick", "--out", "x", "--dataset", "fashion-mnist-32",
+                                "--augment", "true"])
+    assert config_from_args(args).augment is True
+    assert Config().augment is None  # off, and a config.json from before the field still resumes
+
+
+def test_a_resumed_run_trains_on_the_augmented_batches_the_uninterrupted_one_did():
+    """As test_train_features' augmentation test, through lth.train: batches at step s are equal after a
+    resume at step 3, whatever drew from the generator in between."""
+    from lth.ensemble import Ensemble
+    from lth.models.lenet import LeNet
+    from lth.train import Batches, TrainSpec, train
+
+    task = ImageClassification(toy_images(n=200), augment=True)
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner, self.train_size, self.seen = inner, inner.train_size, []
+
+        def batch(self, idx):
+            x, y = self.inner.batch(idx)
+            self.seen.append(x.clone())
+            return x, y
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    def run(start):
+        template = LeNet(in_features=3 * 32 * 32)
+        ens = Ensemble(template, [lottery.init_state(template, s, "glorot_normal") for s in (0, 1)])
+        rec = Recording(task)
+        train(ens, {}, rec, TrainSpec(iterations=6, batch_size=16, lr=1e-2, eval_every=10**6), [0, 1], start=start)
+        return rec.seen
+
+    whole = run(0)
+    torch.randn(7)  # whatever else draws from the generator changes nothing
+    resumed = run(3)
+    assert len(whole) == 6 and len(resumed) == 3
+    assert all(torch.equal(whole[s], resumed[s - 3]) for s in range(3, 6))
+    plain = ImageClassification(task.data).batch(Batches([0, 1], 200, 16)(3))[0]
+    assert not torch.equal(whole[3], plain)  # and they are augmented

@@ -129,7 +129,8 @@ def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
     data, labels = field("data"), field("labels")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
-        what = f"{data.ndim}-D {data.dtype} {tuple(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
+        what = (f"{data.ndim}-D {data.dtype} {tuple(data.shape)}" if isinstance(data, np.ndarray)
+                else type(data).__name__)
         raise DataError(f"{path}: b'data' is {what}, expected uint8 [N, {PIXELS}]")
     if len(data) == 0:
         raise DataError(f"{path}: b'data' holds no images")

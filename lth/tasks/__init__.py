@@ -109,13 +109,13 @@ def shape(cfg) -> Shape:
 IMAGE_METRICS = MetricSpec(("val_loss", "val_acc", "test_loss", "test_acc"), (ACC,))
 
 
-def _image(name: str, pad: int = 0) -> Callable[[Any, str], Any]:
+def _image(name: str, pad: int = 0, augments: bool = False) -> Callable[[Any, str], Any]:
     def load_images(cfg, device):
         from ..data import load_mnist
         from .classify import ImageClassification
 
         data = load_mnist(cfg.data_dir, name=name, normalize=cfg.normalize, pad=pad)
-        return ImageClassification(data).to(device)
+        return ImageClassification(data, augment=augments and bool(cfg.augment)).to(device)
 
     return load_images
 
@@ -124,12 +124,24 @@ def _image_shape(cfg) -> Shape:
     return (1, 28, 28), 10  # the MNIST file layout
 
 
-def _image_check(cfg) -> None:
+def _no_augment(cfg) -> None:
+    """``augment`` on a task without augmentation (it would be ignored, silently): one line."""
+    if cfg.augment:
+        raise ConfigError(f"dataset {cfg.dataset} has no augmentation (augment is for the 32x32 image tasks: "
+                          f"fashion-mnist-32, cifar10)")
+
+
+def _augmented_image_check(cfg) -> None:
     if cfg.tokenizer not in (None, "bytes"):
         from ..data.text import parse_tokenizer
 
         parse_tokenizer(cfg.tokenizer)
         raise ConfigError(f"tokenizer {cfg.tokenizer} is for dataset text, not {cfg.dataset}")
+
+
+def _image_check(cfg) -> None:
+    _augmented_image_check(cfg)
+    _no_augment(cfg)
 
 
 TASKS.register("mnist")(TaskEntry("mnist", _image("mnist"), _image_shape, IMAGE_METRICS, "image", check=_image_check))
@@ -138,20 +150,22 @@ TASKS.register("fashion-mnist")(TaskEntry("fashion-mnist", _image("fashion-mnist
 
 # The CNN track's inputs (issue 11): every CNN keeps the paper's CIFAR shape, 32x32. Fashion-MNIST is
 # zero-padded 28 -> 32 (2 pixels each side) before normalizing, so the border is black like the background.
-TASKS.register("fashion-mnist-32")(TaskEntry("fashion-mnist-32", _image("fashion-mnist", pad=2),
+# Both take augment=true: the CIFAR training augmentation (lth.tasks.augment).
+TASKS.register("fashion-mnist-32")(TaskEntry("fashion-mnist-32", _image("fashion-mnist", pad=2, augments=True),
                                              lambda cfg: ((1, 32, 32), 10), IMAGE_METRICS, "image",
-                                             check=_image_check))
+                                             check=_augmented_image_check))
 
 
 def _cifar10_load(cfg, device):
     from ..data.cifar import load_cifar10
     from .classify import ImageClassification
 
-    return ImageClassification(load_cifar10(cfg.data_dir, normalize=cfg.normalize)).to(device)
+    data = load_cifar10(cfg.data_dir, normalize=cfg.normalize)
+    return ImageClassification(data, augment=bool(cfg.augment)).to(device)
 
 
 def _cifar10_check(cfg) -> None:
-    _image_check(cfg)
+    _augmented_image_check(cfg)
     if cfg.data_dir is not None:  # the six batch files are there (before a run directory is made)
         from ..data.cifar import locate
         from ..errors import DataError
@@ -208,6 +222,7 @@ def _text_shape(cfg) -> Shape:
 
 
 def _text_check(cfg) -> None:
+    _no_augment(cfg)
     if cfg.tokenizer in (None, "bytes"):
         return
     from ..data.text import parse_tokenizer

@@ -3,11 +3,14 @@ per-channel normalization, batched augmentation and the CIFAR-10 download. One p
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import io
 import os
 import pickle
 import pickletools
 import struct
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ import pytest
 import torch
 
 from lth import lottery
-from lth.data import load_mnist, read_idx
+from lth.data import download_cifar10, load_mnist, read_idx
 from lth.data.cifar import FILES as CIFAR_FILES
 from lth.data.cifar import channel_stats, load_cifar10, read_batch
 from lth.data.cifar import to_split as cifar_to_split
@@ -27,6 +30,7 @@ from lth.tasks.augment import random_crop_flip
 from lth.tasks.classify import ImageClassification
 
 FMNIST = embedded_dir("fashion-mnist")
+D = importlib.import_module("lth.data.download")  # the module (lth.data.download is also a function's name)
 
 
 @pytest.fixture(scope="module")
@@ -438,3 +442,85 @@ def test_a_resumed_run_trains_on_the_augmented_batches_the_uninterrupted_one_did
     assert all(torch.equal(whole[s], resumed[s - 3]) for s in range(3, 6))
     plain = ImageClassification(task.data).batch(Batches([0, 1], 200, 16)(3))[0]
     assert not torch.equal(whole[3], plain)  # and they are augmented
+
+
+# --- lth data download cifar10: verified, only the six batches extracted, no network --------------------
+
+
+def _tarinfo(name: str, data: bytes | None = None, link: str | None = None) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    if link is not None:
+        info.type, info.linkname = tarfile.SYMTYPE, link
+    else:
+        info.size = len(data)
+    return info, data
+
+
+def serve_archive(tmp_path: Path, monkeypatch, *, batches: dict[str, bytes] | None = None, extra=(),
+                  cut: int | None = None) -> str:
+    """Build a small cifar-10-python.tar.gz locally; make the module's checksums those of it (its bytes and
+    the batches'); return a file:// base URL that serves it (urllib reads file:// like http)."""
+    src = write_cifar(tmp_path / "src")
+    batches = batches if batches is not None else {f: (src / f).read_bytes() for f in CIFAR_FILES}
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    archive = srv / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for info, data in [*extra, *(_tarinfo(f"cifar-10-batches-py/{f}", b) for f, b in batches.items())]:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    raw = archive.read_bytes()[:cut]
+    archive.write_bytes(raw)
+    monkeypatch.setattr(D, "CIFAR10_SHA256", hashlib.sha256(raw).hexdigest())
+    monkeypatch.setattr(D, "CIFAR10_MD5", hashlib.md5(raw).hexdigest())
+    monkeypatch.setattr(D, "CIFAR10_MEMBERS", {f: hashlib.md5((src / f).read_bytes()).hexdigest() for f in CIFAR_FILES})
+    return srv.as_uri()
+
+
+def test_download_puts_the_six_verified_batches_in_place_and_nothing_else(tmp_path, monkeypatch):
+    hostile = [_tarinfo("../escape", b"x"), _tarinfo(str(tmp_path / "absolute"), b"x"),
+               _tarinfo("cifar-10-batches-py/batches.meta", link="/etc/passwd"),
+               _tarinfo("cifar-10-batches-py/readme.html", b"<html>")]
+    url = serve_archive(tmp_path, monkeypatch, extra=hostile)
+    dest = tmp_path / "data" / "cifar"
+    download_cifar10(dest, base_url=url)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(CIFAR_FILES)  # no temp files, no extras
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "absolute").exists()
+    assert not (tmp_path / "data" / "escape").exists()
+    for f in CIFAR_FILES:
+        assert (dest / f).read_bytes() == (tmp_path / "src" / f).read_bytes()
+    assert len(load_cifar10(dest, val_size=10).train) == 30
+
+
+def test_download_refuses_an_archive_whose_checksum_differs_and_leaves_nothing(tmp_path, monkeypatch):
+    url = serve_archive(tmp_path, monkeypatch)
+    monkeypatch.setattr(D, "CIFAR10_SHA256", "0" * 64)
+    with pytest.raises(DataError, match="checksum mismatch: expected SHA-256 0000") as e:
+        download_cifar10(tmp_path / "d", base_url=url)
+    assert "\n" not in str(e.value) and list((tmp_path / "d").iterdir()) == []
+
+
+def test_download_refuses_a_link_in_place_of_a_batch(tmp_path, monkeypatch):
+    batches = {f: (write_cifar(tmp_path / "b") / f).read_bytes() for f in CIFAR_FILES[:5]}
+    url = serve_archive(tmp_path, monkeypatch, batches=batches,
+                        extra=[_tarinfo("cifar-10-batches-py/test_batch", link="../../secret")])
+    with pytest.raises(DataError, match="member cifar-10-batches-py/test_batch is not a regular file"):
+        download_cifar10(tmp_path / "d", base_url=url)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_a_truncated_archive_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    url = serve_archive(tmp_path, monkeypatch, cut=3000)  # its checksums made to match: only tar can tell
+    with pytest.raises(DataError, match="corrupt or truncated archive") as e:
+        download_cifar10(tmp_path / "d", base_url=url)
+    assert "\n" not in str(e.value) and list((tmp_path / "d").iterdir()) == []
+
+
+def test_lth_data_download_cifar10_fetches_once_then_finds_the_files_in_place(tmp_path, monkeypatch, capsys):
+    from lth.cli import main
+
+    url = serve_archive(tmp_path, monkeypatch)
+    dest = tmp_path / "d"
+    assert main(["data", "download", "cifar10", "--data-dir", str(dest), "--base-url", url]) == 0
+    (tmp_path / "srv" / "cifar-10-python.tar.gz").unlink()  # a second fetch would fail now
+    assert main(["data", "download", "cifar10", "--data-dir", str(dest), "--base-url", url]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(CIFAR_FILES)

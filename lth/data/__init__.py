@@ -4,7 +4,7 @@
 """
 
 from lth.data.cifar import load_cifar10
-from lth.data.download import MIRRORS, SHA256, download, download_mnist
+from lth.data.download import MIRRORS, SHA256, download, download_cifar10, download_dataset, download_mnist
 from lth.data.idx import read_idx, write_idx
 from lth.data.mnist import ImageData, Split, load_mnist
 
@@ -14,6 +14,8 @@ __all__ = [
     "SHA256",
     "Split",
     "download",
+    "download_cifar10",
+    "download_dataset",
     "download_mnist",
     "load_cifar10",
     "load_mnist",

@@ -1,8 +1,8 @@
 """Tasks: data + loss + metrics for one kind of problem. A task knows nothing about pruning.
 
 Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``fashion-mnist-32``,
-``cifar10``, ``text``). A new track adds a file here and one ``TASKS.register`` call; nothing else dispatches on a
-dataset name.
+``cifar10``, ``text``). A new track adds a file here and one ``TASKS.register`` call; nothing else
+dispatches on a dataset name.
 
 Contract of an entry (:class:`TaskEntry`):
 

@@ -1,7 +1,7 @@
 """The CIFAR training augmentation on batched tensors: 4-pixel zero pad-and-crop, then a horizontal flip.
 
 What ``torchvision``'s ``RandomCrop(32, padding=4)`` then ``RandomHorizontalFlip()`` do to one image at a
-time (as Frankle & Carbin's CIFAR-10 runs), done here to a whole batch at once: pad every image once,
+time (the standard CIFAR-10 training augmentation), done here to a whole batch at once: pad every image once,
 then ONE gather per axis with per-image row and column indices (a flip is the column indices reversed),
 no Python loop over images.
 

@@ -271,9 +271,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data import download_mnist
+    from .data import download_dataset
 
-    download_mnist(args.data_dir, name=args.dataset, base_url=args.base_url)
+    download_dataset(args.dataset, args.data_dir, base_url=args.base_url)
     print(f"{args.dataset} in {args.data_dir}")
     return 0
 
@@ -393,8 +393,8 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    d = dsub.add_parser("download", help="download MNIST or Fashion-MNIST (SHA-256 verified)")
-    d.add_argument("dataset", choices=["mnist", "fashion-mnist"])
+    d = dsub.add_parser("download", help="download MNIST, Fashion-MNIST or CIFAR-10 (SHA-256 verified)")
+    d.add_argument("dataset", choices=["mnist", "fashion-mnist", "cifar10"])
     d.add_argument("--data-dir", required=True)
     d.add_argument("--base-url", default=None)
     d.set_defaults(fn=cmd_download)

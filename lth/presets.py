@@ -22,6 +22,9 @@ class Config:
     dataset: str = "mnist"
     data_dir: str | None = None  # None: the embedded copy
     normalize: bool = True  # standardize pixels with the training mean/std; False: pixels in [0, 1]
+    # training batches get the CIFAR augmentation (4-pixel zero pad-and-crop, horizontal flip; lth.tasks.augment)
+    # on the tasks that have it (fashion-mnist-32, cifar10); None: off
+    augment: bool | None = None
     model: str = "lenet_300_100"
     model_args: dict = field(default_factory=dict)  # constructor overrides, e.g. {"n_layer": 2} for gpt
     init: str = "glorot_normal"

@@ -91,8 +91,8 @@ def test_to_device_returns_copy_with_same_data(mnist):
 
 
 def test_unknown_embedded_dataset_is_config_error():
-    with pytest.raises(ConfigError, match="fashion-mnist"):
-        load_mnist(name="fashion-mnist")
+    with pytest.raises(ConfigError, match="kmnist"):
+        load_mnist(name="kmnist")
 
 
 # --- reading from a data directory -----------------------------------------------------------

@@ -1,12 +1,13 @@
-"""Fetch MNIST-format datasets over HTTP(S), verified by checksum.
+"""Fetch MNIST-format datasets and CIFAR-10 over HTTP(S), verified by checksum.
 
-MNIST itself is embedded in the package; this is for other datasets in the same layout
-(Fashion-MNIST) or for refreshing a data directory. Downloads go to a temporary file next to
+MNIST and Fashion-MNIST are embedded in the package; this is for other datasets in the same
+layout or for refreshing a data directory. Downloads go to a temporary file next to
 the destination and are renamed into place only once complete and verified, so an interrupted
 or corrupted download never leaves a file that looks valid.
 
 Checksums are SHA-256 of the UNCOMPRESSED contents: the same data gzipped by different tools
-(or mirrors) gives different ``.gz`` bytes, but always the same payload.
+(or mirrors) gives different ``.gz`` bytes, but always the same payload. CIFAR-10 is one archive,
+verified by its own bytes' SHA-256 (and MD5), of which only the six batch files lth reads are extracted.
 """
 
 from __future__ import annotations
@@ -161,3 +162,140 @@ def download_mnist(
         if not is_valid(dest / file_name, checksum):
             download(base + file_name, dest / file_name, checksum, timeout=timeout)
     return dest
+
+
+# --- CIFAR-10 -----------------------------------------------------------------------------------------
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# Of the archive's own bytes (it is not a per-file dataset): SHA-256 as Keras' cifar10 and torchvision's
+# prototype datasets check it, MD5 as torchvision's CIFAR10 does; 170,498,071 bytes.
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+# The members lth reads (lth.data.cifar.FILES, under cifar-10-batches-py/ in the archive) and their MD5s
+# (torchvision's): checked after extraction, and what lets a re-run skip files already in place.
+CIFAR10_MEMBERS = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+MEMBER_LIMIT = 64 << 20  # a batch file is 31 MB; a bigger member is not one
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cifar10_in_place(dest: Path) -> bool:
+    """All six batch files are in ``dest`` with their known MD5s."""
+    try:
+        return all((dest / n).is_file() and file_md5(dest / n) == md5 for n, md5 in CIFAR10_MEMBERS.items())
+    except OSError:
+        return False
+
+
+def extract_members(archive: Path, out: Path, label: str) -> None:
+    """Copy the archive's ``cifar-10-batches-py/<name>`` for every name in CIFAR10_MEMBERS into ``out``.
+
+    Nothing else is extracted, and nothing is written under a name the archive chose: a member named
+    ``../x`` or ``/etc/x`` is simply not one of the six, so path traversal cannot happen. A wanted member
+    that is not a regular file (a link, a device), is too big, appears twice or is missing is refused.
+    """
+    import tarfile
+
+    from lth.data.cifar import SUBDIR
+
+    wanted = {f"{SUBDIR}/{n}": n for n in CIFAR10_MEMBERS}
+    found: set[str] = set()
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                name = wanted.get(member.name.removeprefix("./"))
+                if name is None:
+                    continue
+                if name in found:
+                    raise DataError(f"{label}: member {member.name} appears twice")
+                if not member.isreg():
+                    raise DataError(f"{label}: member {member.name} is not a regular file (a link or device)")
+                if member.size > MEMBER_LIMIT:
+                    raise DataError(f"{label}: member {member.name} is {member.size:,} bytes, more than a "
+                                    f"CIFAR-10 batch ({MEMBER_LIMIT:,} at most)")
+                src = tar.extractfile(member)
+                with src, open(out / name, "xb") as dst:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+                found.add(name)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise DataError(f"{label}: corrupt or truncated archive: {one_line(exc) or type(exc).__name__}") from exc
+    missing = [n for n in CIFAR10_MEMBERS if n not in found]
+    if missing:
+        raise DataError(f"{label}: the archive lacks {', '.join(f'{SUBDIR}/{n}' for n in missing)}")
+    for name, md5 in CIFAR10_MEMBERS.items():
+        actual = file_md5(out / name)
+        if actual != md5:
+            raise DataError(f"{label}: member {SUBDIR}/{name} has MD5 {actual}, expected {md5}")
+
+
+def download_cifar10(
+    dest_dir: str | os.PathLike, *, url: str | None = None, base_url: str | None = None, timeout: float = 60
+) -> Path:
+    """Fetch ``cifar-10-python.tar.gz``, verify its SHA-256 and MD5, and put its six batch files
+    (``data_batch_1`` .. ``data_batch_5``, ``test_batch``) straight into ``dest_dir``; return ``dest_dir``
+    (``load_cifar10(dest_dir)`` and ``--data-dir dest_dir`` read it).
+
+    ``url`` replaces the archive's URL; ``base_url`` a mirror's prefix the file name is appended to. Files
+    already in place with their MD5s are not fetched again. The archive goes to a temporary file and the
+    members to a temporary directory inside ``dest_dir``, each renamed into place only once everything is
+    verified; on any failure those are deleted and a one-line DataError says why.
+    """
+    import shutil
+
+    dest = Path(dest_dir)
+    if url is None:
+        url = CIFAR10_URL if base_url is None else base_url.rstrip("/") + "/" + CIFAR10_URL.rsplit("/", 1)[1]
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        if cifar10_in_place(dest):
+            return dest
+        fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=".cifar-10-python.tar.gz.", suffix=".part")
+        work = Path(tempfile.mkdtemp(dir=dest, prefix=".cifar-10-batches."))
+    except OSError as exc:
+        raise DataError(f"{dest}: cannot write: {one_line(exc.strerror or exc)}") from exc
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                fetch_to(url, out, timeout)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                raise DataError(f"{url}: download failed: {describe(exc)}") from exc
+        sha, md5 = hashlib.sha256(), hashlib.md5()
+        with open(tmp, "rb") as f:
+            while chunk := f.read(CHUNK):
+                sha.update(chunk)
+                md5.update(chunk)
+        if sha.hexdigest() != CIFAR10_SHA256 or md5.hexdigest() != CIFAR10_MD5:
+            raise DataError(f"{url}: checksum mismatch: expected SHA-256 {CIFAR10_SHA256} (MD5 {CIFAR10_MD5}), "
+                            f"got {sha.hexdigest()} (MD5 {md5.hexdigest()})")
+        extract_members(tmp, work, url)
+        try:
+            for name in CIFAR10_MEMBERS:
+                os.replace(work / name, dest / name)
+        except OSError as exc:
+            raise DataError(f"{dest}: cannot write: {one_line(exc.strerror or exc)}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def download_dataset(name: str, dest_dir: str | os.PathLike, *, base_url: str | None = None) -> Path:
+    """``lth data download NAME``: CIFAR-10's archive, or the four files of an MNIST-format dataset."""
+    if name == "cifar10":
+        return download_cifar10(dest_dir, base_url=base_url)
+    return download_mnist(dest_dir, name=name, base_url=base_url)

@@ -10,6 +10,10 @@ Splits. The test split is the standard 10,000-image test set. The validation spl
 LAST ``val_size`` images of the 60,000 training images (5,000 by default, as held out by
 Frankle & Carbin 2019, giving 55,000/5,000/10,000); it is a fixed split, not a random one, so
 every run and every machine sees the same validation images.
+
+Padding. ``pad=2`` zero-pads every image by 2 pixels on each side (28x28 -> 32x32, the CIFAR shape
+the paper's CNNs take) BEFORE normalizing: a border pixel is a black pixel, exactly like the black
+background of the image, and the normalization statistics are those of the padded training images.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ FILES = {
 }
 
 # Datasets vendored inside the package (see files/<name>/README.md), usable with data_dir=None.
-EMBEDDED = ("mnist",)
+EMBEDDED = ("mnist", "fashion-mnist")
 
 
 def embedded_dir(name: str) -> Path:
@@ -77,8 +81,16 @@ class ImageData:
     test: Split
     num_classes: int
     shape: tuple  # (C, H, W) of one image, e.g. (1, 28, 28)
-    mean: float = 0.0
-    std: float = 1.0
+    mean: float | tuple = 0.0  # one value, or one per channel (CIFAR-10)
+    std: float | tuple = 1.0
+
+    def zero_value(self) -> torch.Tensor:
+        """[C]: what a black (0) pixel is after normalization, per channel: ``-mean / std``. Padding
+        with it after normalizing equals zero-padding the raw pixels (the augmentation does)."""
+        c = self.shape[0]
+        mean = torch.as_tensor(self.mean, dtype=torch.float32).expand(c)
+        std = torch.as_tensor(self.std, dtype=torch.float32).expand(c)
+        return (0.0 - mean) / std
 
     def to(self, device: torch.device | str) -> "ImageData":
         """A copy with every split on ``device``; move once, then slice batches there."""
@@ -161,6 +173,13 @@ def to_split(images: np.ndarray, labels: np.ndarray, mean: float, std: float) ->
     return Split(x.unsqueeze(1), y)
 
 
+def pad_images(images: np.ndarray, pad: int) -> np.ndarray:
+    """Zero-pad uint8 images [N, H, W] by ``pad`` pixels on each side -> [N, H + 2 pad, W + 2 pad]."""
+    if pad == 0:
+        return images
+    return np.pad(images, ((0, 0), (pad, pad), (pad, pad)), mode="constant", constant_values=0)
+
+
 def check_val_size(val_size: int, num_train: int) -> None:
     """The validation split must leave at least one training image."""
     if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)):
@@ -187,7 +206,7 @@ def resolve_dir(data_dir: str | os.PathLike | None, name: str) -> Path:
 
 def load_mnist(
     data_dir: str | os.PathLike | None = None, *, name: str = "mnist", val_size: int = 5000,
-    normalize: bool = True,
+    normalize: bool = True, pad: int = 0,
 ) -> ImageData:
     """Load an MNIST-format dataset into memory as train/val/test splits.
 
@@ -196,8 +215,11 @@ def load_mnist(
     ``name`` labels the dataset (e.g. "fashion-mnist"). Validation is the last ``val_size``
     training images; normalization uses the mean and std of the remaining training images only,
     so nothing about validation or test data leaks into the inputs. ``normalize=False`` keeps
-    pixels in [0, 1] (x / 255), as Frankle & Carbin (2019) fed them.
+    pixels in [0, 1] (x / 255), as Frankle & Carbin (2019) fed them. ``pad`` zero-pads every image
+    by that many pixels on each side before normalizing (``pad=2``: 28x28 -> 32x32).
     """
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ConfigError(f"pad must be an integer >= 0, got {pad!r}")
     paths = locate_files(resolve_dir(data_dir, name))
     train_images = read_images(paths["train_images"])
     train_labels = read_labels(paths["train_labels"], len(train_images), paths["train_images"])
@@ -209,6 +231,7 @@ def load_mnist(
             f"but {paths['train_images']} has {train_images.shape[1]}x{train_images.shape[2]}"
         )
     check_val_size(val_size, len(train_images))
+    train_images, test_images = pad_images(train_images, pad), pad_images(test_images, pad)
     cut = len(train_images) - int(val_size)
     mean, std = pixel_stats(train_images[:cut]) if normalize else (0.0, 1.0)
     return ImageData(

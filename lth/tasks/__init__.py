@@ -1,7 +1,8 @@
 """Tasks: data + loss + metrics for one kind of problem. A task knows nothing about pruning.
 
-Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``text``). A new
-track adds a file here and one ``TASKS.register`` call; nothing else dispatches on a dataset name.
+Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``fashion-mnist-32``,
+``cifar10``, ``text``). A new track adds a file here and one ``TASKS.register`` call; nothing else
+dispatches on a dataset name.
 
 Contract of an entry (:class:`TaskEntry`):
 
@@ -108,12 +109,13 @@ def shape(cfg) -> Shape:
 IMAGE_METRICS = MetricSpec(("val_loss", "val_acc", "test_loss", "test_acc"), (ACC,))
 
 
-def _image(name: str) -> Callable[[Any, str], Any]:
+def _image(name: str, pad: int = 0, augments: bool = False) -> Callable[[Any, str], Any]:
     def load_images(cfg, device):
         from ..data import load_mnist
         from .classify import ImageClassification
 
-        return ImageClassification(load_mnist(cfg.data_dir, name=name, normalize=cfg.normalize)).to(device)
+        data = load_mnist(cfg.data_dir, name=name, normalize=cfg.normalize, pad=pad)
+        return ImageClassification(data, augment=augments and bool(cfg.augment)).to(device)
 
     return load_images
 
@@ -122,7 +124,14 @@ def _image_shape(cfg) -> Shape:
     return (1, 28, 28), 10  # the MNIST file layout
 
 
-def _image_check(cfg) -> None:
+def _no_augment(cfg) -> None:
+    """``augment`` on a task without augmentation (it would be ignored, silently): one line."""
+    if cfg.augment:
+        raise ConfigError(f"dataset {cfg.dataset} has no augmentation (augment is for the 32x32 image tasks: "
+                          f"fashion-mnist-32, cifar10)")
+
+
+def _augmented_image_check(cfg) -> None:
     if cfg.tokenizer not in (None, "bytes"):
         from ..data.text import parse_tokenizer
 
@@ -130,9 +139,46 @@ def _image_check(cfg) -> None:
         raise ConfigError(f"tokenizer {cfg.tokenizer} is for dataset text, not {cfg.dataset}")
 
 
+def _image_check(cfg) -> None:
+    _augmented_image_check(cfg)
+    _no_augment(cfg)
+
+
 TASKS.register("mnist")(TaskEntry("mnist", _image("mnist"), _image_shape, IMAGE_METRICS, "image", check=_image_check))
 TASKS.register("fashion-mnist")(TaskEntry("fashion-mnist", _image("fashion-mnist"), _image_shape, IMAGE_METRICS,
-                                          "image", needs_data_dir=True, check=_image_check))
+                                          "image", check=_image_check))
+
+# The CNN track's inputs (issue 11): every CNN keeps the paper's CIFAR shape, 32x32. Fashion-MNIST is
+# zero-padded 28 -> 32 (2 pixels each side) before normalizing, so the border is black like the background.
+# Both take augment=true: the CIFAR training augmentation (lth.tasks.augment).
+TASKS.register("fashion-mnist-32")(TaskEntry("fashion-mnist-32", _image("fashion-mnist", pad=2, augments=True),
+                                             lambda cfg: ((1, 32, 32), 10), IMAGE_METRICS, "image",
+                                             check=_augmented_image_check))
+
+
+def _cifar10_load(cfg, device):
+    from ..data.cifar import load_cifar10
+    from .classify import ImageClassification
+
+    data = load_cifar10(cfg.data_dir, normalize=cfg.normalize)
+    return ImageClassification(data, augment=bool(cfg.augment)).to(device)
+
+
+def _cifar10_check(cfg) -> None:
+    _augmented_image_check(cfg)
+    if cfg.data_dir is not None:  # the six batch files are there (before a run directory is made)
+        from ..data.cifar import locate
+        from ..errors import DataError
+
+        try:
+            locate(cfg.data_dir)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+# CIFAR-10 from its python batches in data_dir (`lth data download cifar10`), per-channel normalization.
+TASKS.register("cifar10")(TaskEntry("cifar10", _cifar10_load, lambda cfg: ((3, 32, 32), 10), IMAGE_METRICS,
+                                    "image", needs_data_dir=True, check=_cifar10_check))
 
 
 # --- language modeling ----------------------------------------------------------------------------
@@ -176,6 +222,7 @@ def _text_shape(cfg) -> Shape:
 
 
 def _text_check(cfg) -> None:
+    _no_augment(cfg)
     if cfg.tokenizer in (None, "bytes"):
         return
     from ..data.text import parse_tokenizer

@@ -1,4 +1,4 @@
-"""Image classification on in-memory tensors (MNIST, Fashion-MNIST): cross-entropy and accuracy."""
+"""Image classification on in-memory tensors (MNIST, Fashion-MNIST, CIFAR-10): cross-entropy and accuracy."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import torch.nn.functional as F
 
 from ..data import ImageData
 from ..errors import DataError
+from .augment import random_crop_flip
 
 
 class ImageClassification:
+    """``augment``: training batches get the CIFAR augmentation (:mod:`lth.tasks.augment`: 4-pixel zero
+    pad-and-crop, horizontal flip), drawn from torch's generator; evaluation never does."""
+
     metrics = ("loss", "acc")
 
-    def __init__(self, data: ImageData):
+    def __init__(self, data: ImageData, *, augment: bool = False):
         for split in ("train", "val", "test"):  # an empty split would train on nothing or report NaN
             if len(getattr(data, split)) == 0:
                 raise DataError(f"{data.name}: the {split} split has 0 images; check the data files "
@@ -21,17 +25,24 @@ class ImageClassification:
         self.train_size = len(data.train)
         self.shape = tuple(data.shape)
         self.num_classes = data.num_classes
+        self.augment = bool(augment)
+        self.fill = data.zero_value().to(data.train.x.device)  # a black pixel, normalized: the padding
 
     def to(self, device) -> "ImageClassification":
         self.data = self.data.to(device)
+        self.fill = self.fill.to(device)
         return self
 
     def batch(self, idx: torch.Tensor):
-        """idx: [M, B] indices into the training split -> x [M, B, C, H, W], y [M, B]."""
+        """idx: [M, B] indices into the training split -> x [M, B, C, H, W], y [M, B] (augmented if asked:
+        each member's images with their own crops and flips)."""
         x, y = self.data.train.x, self.data.train.y
         flat = idx.to(x.device).reshape(-1)
         # index_select on dim 0 gathers rows about twice as fast as advanced indexing here
-        return x.index_select(0, flat).view(*idx.shape, *x.shape[1:]), y.index_select(0, flat).view(idx.shape)
+        xb = x.index_select(0, flat).view(*idx.shape, *x.shape[1:])
+        if self.augment:
+            xb = random_crop_flip(xb, fill=self.fill)
+        return xb, y.index_select(0, flat).view(idx.shape)
 
     @staticmethod
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

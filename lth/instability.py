@@ -139,7 +139,9 @@ class Setup:
     start: int
 
 
-def setup(run_dir, level: int, device: str | None = None) -> Setup:
+def setup(run_dir, level: int, device: str | None = None, ks=(), trials=()) -> Setup:
+    """The level ready to replay; a bad run directory, level, step k in ``ks`` or trial refused in one line
+    before any data is loaded."""
     from . import lottery, metrics, tasks
     from .pack import _config, _done, _run_config
     from .presets import check_device
@@ -158,13 +160,21 @@ def setup(run_dir, level: int, device: str | None = None) -> Setup:
     done = _done(run_dir, "levels_done")
     if level not in done or not (run_dir / f"level_{level:02d}").is_dir():
         raise LthError(f"level {level} is not a finished level of {run_dir} (finished: {sorted(done) or 'none'})")
+    start = 0 if level == 0 else cfg.rewind_step
+    for k in ks:  # config.json records the resolved iterations
+        if not start <= k < cfg.iterations:
+            raise ConfigError(f"step {k} is outside level {level}'s training: steps run from {start} to "
+                              f"{cfg.iterations - 1} (iterations {cfg.iterations})")
+    for t in trials:
+        if not 0 <= t < cfg.trials:
+            raise ConfigError(f"trial {t} is not in the run (trials 0 to {cfg.trials - 1})")
     check_device(device or cfg.device)
     device = lottery.pick_device(device or cfg.device)
     task = lottery.load_task(cfg, device)
     cfg = lottery.resolve(cfg, task.train_size)
     spec = metrics.read(run_dir) or tasks.entry(cfg).metrics
     return Setup(run_dir, raw, cfg, task, lottery.build_template(cfg, task), TrainSpec.from_config(cfg),
-                 spec.columns[0], device, level, 0 if level == 0 else cfg.rewind_step)
+                 spec.columns[0], device, level, start)
 
 
 def checkpoint(s: Setup, experiment: str, trial: int) -> dict:
@@ -348,17 +358,10 @@ def run(run_dir, level: int, steps, *, points: int = POINTS, trials: list[int] |
     from .run import RunDir
 
     ks = parse_steps(steps) if isinstance(steps, str) else sorted(set(steps))
-    s = setup(run_dir, level, device)
-    trials = list(range(s.cfg.trials)) if trials is None else trials
-    for k in ks:
-        if not s.start <= k < s.cfg.iterations:
-            raise ConfigError(f"step {k} is outside level {level}'s training: steps run from {s.start} to "
-                              f"{s.cfg.iterations - 1} (iterations {s.cfg.iterations})")
-    for t in trials:
-        if not 0 <= t < s.cfg.trials:
-            raise ConfigError(f"trial {t} is not in the run (trials 0 to {s.cfg.trials - 1})")
     if points < 3 or bn_batches < 1:
         raise ConfigError(f"--points must be >= 3 and --bn-batches >= 1, got {points} and {bn_batches}")
+    s = setup(run_dir, level, device, ks, trials or ())
+    trials = list(range(s.cfg.trials)) if trials is None else trials
     lock = RunDir(s.run_dir)
     lock.lock()
     try:

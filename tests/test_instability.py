@@ -39,19 +39,19 @@ def registered():
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """LeNet: level 0 (dense) and level 1 (rewound to step 10), one trial."""
+    """LeNet: level 0 (dense) and level 1 (rewound to step 10), two trials trained as one batch."""
     out = tmp_path_factory.mktemp("inst") / "run"
-    cfg = Config(name="inst", iterations=30, batch_size=32, eval_every=15, levels=1, rewind_step=10)
+    cfg = Config(name="inst", iterations=30, batch_size=32, eval_every=30, levels=1, rewind_step=10, trials=2)
     lottery.run(cfg, out, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
 def analysed(run_dir, tmp_path_factory):
-    """A copy of the run with steps 0 and 20 of level 0 analysed (5 points)."""
+    """A copy of the run with steps 0 and 20 of level 0 analysed for trial 0 (5 points)."""
     out = tmp_path_factory.mktemp("inst") / "analysed"
     shutil.copytree(run_dir, out)
-    return out, I.run(out, 0, "0,20", points=5, progress=False)
+    return out, I.run(out, 0, "0,20", points=5, trials=[0], progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +110,10 @@ def test_the_replay_is_the_runs_training(run_dir):
     """θk comes from replaying the level as the run trained it: to the end it gives the recorded weights."""
     for level in (0, 1):
         s = I.setup(run_dir, level)
-        end = I.replay(s, [0], [s.cfg.iterations])[0][s.cfg.iterations]
-        final = checkpoints.read(checkpoints.member_path(run_dir, level, "ticket", 0), ("final",))["final"]
-        assert all(torch.equal(end[n], v) for n, v in final.items())
+        ends = I.replay(s, [0, 1], [s.cfg.iterations])
+        for t in (0, 1):
+            final = checkpoints.read(checkpoints.member_path(run_dir, level, "ticket", t), ("final",))["final"]
+            assert all(torch.equal(ends[t][s.cfg.iterations][n], v) for n, v in final.items())
 
 
 def test_two_copies_with_different_data_orders_differ(run_dir):
@@ -139,7 +140,7 @@ def test_path_ends_evaluate_to_the_recorded_endpoint_accuracies(analysed):
 
 def test_the_same_command_twice_gives_identical_results(run_dir, analysed, tmp_path):
     again = _copy(run_dir, tmp_path / "again")
-    assert I.run(again, 0, "0,20", points=5, progress=False) == analysed[1]
+    assert I.run(again, 0, "0,20", points=5, trials=[0], progress=False) == analysed[1]
 
 
 def test_a_killed_analysis_redoes_only_the_unfinished_steps(run_dir, analysed, tmp_path, monkeypatch):
@@ -154,13 +155,13 @@ def test_a_killed_analysis_redoes_only_the_unfinished_steps(run_dir, analysed, t
 
     monkeypatch.setattr(I, "analyse", killed_at_second)
     with pytest.raises(KeyboardInterrupt):
-        I.run(out, 0, "0,20", points=5, progress=False)
+        I.run(out, 0, "0,20", points=5, trials=[0], progress=False)
     saved = json.loads((out / "instability" / "level_00" / I.FILE).read_text())
     assert list(saved["trials"]["0"]["steps"]) == ["0"]
 
     redone = []
     monkeypatch.setattr(I, "analyse", lambda *a, **kw: redone.append(a[3]) or real(*a, **kw))
-    assert I.run(out, 0, "0,20", points=5, progress=False) == analysed[1]
+    assert I.run(out, 0, "0,20", points=5, trials=[0], progress=False) == analysed[1]
     assert redone == [20]
 
 
@@ -206,7 +207,7 @@ def test_a_batchnorm_model_keeps_its_copies_at_the_ends_and_records_the_recomput
     (["{run}", "--steps", "1.5"], "comma-separated integers"),
     (["{run}", "--steps", "0,x"], "comma-separated integers"),
     (["{run}", "--steps", "0", "--points", "2"], "--points must be >= 3"),
-    (["{run}", "--steps", "0", "--trial", "1"], "trial 1 is not in the run"),
+    (["{run}", "--steps", "0", "--trial", "2"], "trial 2 is not in the run"),
 ])
 def test_bad_inputs_give_one_line_errors(run_dir, tmp_path, capsys, args, says):
     (tmp_path / "empty").mkdir()
@@ -214,6 +215,16 @@ def test_bad_inputs_give_one_line_errors(run_dir, tmp_path, capsys, args, says):
     code = cli.main(["instability", "--no-progress"] + [a.format(**paths) for a in args])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+
+
+def test_all_trials_are_analysed_and_the_report_averages_them(run_dir, tmp_path, capsys):
+    out = _copy(run_dir, tmp_path / "all")
+    assert cli.main(["instability", str(out), "--steps", "20", "--points", "3", "--all-trials", "--no-progress"]) == 0
+    assert "results in" in capsys.readouterr().out
+    doc = json.loads((out / "instability" / "level_00" / I.FILE).read_text())
+    barriers = torch.tensor([doc["trials"][t]["steps"]["20"]["barrier"] for t in ("0", "1")], dtype=torch.float64)
+    assert cli.main(["report", str(out), "--all-trials"]) == 0
+    assert f"{100 * barriers.mean():.2f} ± {100 * barriers.std():.2f}" in capsys.readouterr().out
 
 
 def _with_barriers(run_dir, tmp_path, barriers: dict):

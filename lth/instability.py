@@ -149,7 +149,7 @@ def setup(run_dir, level: int, device: str | None = None, ks=(), trials=()) -> S
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise LthError(f"{run_dir}: no such run directory")
+        raise LthError(f"{run_dir}: {'not a directory' if run_dir.exists() else 'no such run directory'}")
     raw = _config(run_dir)
     cfg = _run_config(raw)
     if cfg.rule is not None:

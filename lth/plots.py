@@ -5,7 +5,8 @@ from 100% on the left down to the sparsest level on the right. Which columns get
 the run's metric spec (:mod:`lth.metrics`): the headline's, the early-stop iteration's, then every
 other column with a ``plot`` file name. Matplotlib is imported lazily and only through
 :class:`matplotlib.figure.Figure` (no pyplot, no global state), so importing this module has no side
-effects. Every file is written atomically (temp file + ``os.replace``).
+effects. Every file is written atomically (temp file + ``os.replace``). ``lth instability``'s two
+figures (:func:`instability_figures`) are drawn from its results document the same way.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ averaged (mean and sample standard deviation). Every function below takes that s
 None means the legacy spec for the rows at hand.
 
 The plots are :mod:`lth.plots` (re-exported here). Every file is written atomically (temp file +
-``os.replace``).
+``os.replace``). A run analysed by ``lth instability`` (``instability/level_LL/instability.json``,
+:mod:`lth.instability`) also gets :func:`instability_report`: per k the error barrier and the copies'
+errors, and the suggested ``--rewind-step``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from torch import nn
 
 from lth import checkpoints, cli, lottery
 from lth import instability as I
+from lth.errors import ConfigError
 from lth.models import MODELS, ModelEntry
 from lth.presets import Config
 from lth.train import Batches
@@ -119,7 +120,8 @@ def test_the_replay_is_the_runs_training(run_dir):
 def test_two_copies_with_different_data_orders_differ(run_dir):
     s, copies = _trained_copies(run_dir, 20)
     seeds = I.copy_seeds(s.cfg.seed)
-    assert seeds[0] != seeds[1] and not torch.equal(Batches(seeds[:1], 55000, 32)(20), Batches(seeds[1:], 55000, 32)(20))
+    orders = [Batches([seed], s.task.train_size, 32)(20) for seed in seeds]
+    assert seeds[0] != seeds[1] and not torch.equal(*orders)
     a, b = copies.member_state(0), copies.member_state(1)
     assert not torch.equal(a["fc1.weight"], b["fc1.weight"])
 
@@ -163,6 +165,13 @@ def test_a_killed_analysis_redoes_only_the_unfinished_steps(run_dir, analysed, t
     monkeypatch.setattr(I, "analyse", lambda *a, **kw: redone.append(a[3]) or real(*a, **kw))
     assert I.run(out, 0, "0,20", points=5, trials=[0], progress=False) == analysed[1]
     assert redone == [20]
+
+
+def test_a_resumed_analysis_with_other_settings_than_the_files_is_refused(analysed):
+    out, doc = analysed
+    with pytest.raises(ConfigError, match="holds results made with points 5"):
+        I.run(out, 0, "10", points=3, trials=[0], progress=False)
+    assert json.loads((out / "instability" / "level_00" / I.FILE).read_text()) == doc
 
 
 def test_batchnorm_statistics_are_recomputed_at_interior_points(bn_run):

@@ -125,9 +125,12 @@ def cmd_supermask(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import report
+    from .report import instability_report, report
 
     print(report(args.dir))
+    extra = instability_report(args.dir, trial=args.trial, all_trials=args.all_trials)
+    if extra:
+        print(extra)
     return 0
 
 
@@ -342,7 +345,13 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="table (mean ± std) and plots of a run directory")
     p.add_argument("dir")
+    p.add_argument("--trial", type=int, default=0, help="instability results: the trial shown (default 0)")
+    p.add_argument("--all-trials", action="store_true", help="instability results: mean ± std over trials")
     p.set_defaults(fn=cmd_report)
+
+    from .instability import add_parser as add_instability
+
+    add_instability(sub)
 
     p = sub.add_parser("pack", help="pack a lottery or supermask run's ticket into a ticket file")
     p.add_argument("run_dir")
@@ -423,7 +432,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        what = "trial" if args.command == "supermask" else "level"
+        what = {"supermask": "trial", "instability": "step k"}.get(args.command, "level")
         print(f"\ninterrupted: run the same command again to resume after the last finished {what}", file=sys.stderr)
         return 130
 

@@ -5,7 +5,8 @@ from 100% on the left down to the sparsest level on the right. Which columns get
 the run's metric spec (:mod:`lth.metrics`): the headline's, the early-stop iteration's, then every
 other column with a ``plot`` file name. Matplotlib is imported lazily and only through
 :class:`matplotlib.figure.Figure` (no pyplot, no global state), so importing this module has no side
-effects. Every file is written atomically (temp file + ``os.replace``).
+effects. Every file is written atomically (temp file + ``os.replace``). ``lth instability``'s two
+figures (:func:`instability_figures`) are drawn from its results document the same way.
 """
 
 from __future__ import annotations
@@ -131,12 +132,71 @@ def build_figures(summary, *, title: str | None = None, spec: M.MetricSpec | Non
 
 def plot(summary, out_dir, *, title: str | None = None, spec: M.MetricSpec | None = None) -> list[Path]:
     """Write the report's PNGs into ``out_dir`` (atomically); return their paths."""
-    out_dir = Path(out_dir)
+    return write_figures(build_figures(summary, title=title, spec=spec), out_dir)
+
+
+def write_figures(figures: dict[str, object], out_dir) -> list[Path]:
+    """Each figure as ``out_dir/<its name>`` (PNG, atomically); return the paths."""
     paths = []
-    for name, fig in build_figures(summary, title=title, spec=spec).items():
+    for name, fig in figures.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=120)
-        path = out_dir / name
+        path = Path(out_dir) / name
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# instability (lth.instability's results document)
+
+PLOT_INTERPOLATION = "error_vs_interpolation.png"
+PLOT_BARRIER = "barrier_vs_k.png"
+
+
+def instability_steps(doc: dict, trials: list[str] | None = None) -> dict[int, list[dict]]:
+    """k -> the entries of ``trials`` (default: every trial) that have it, in k order."""
+    out: dict[int, list[dict]] = {}
+    for t, trial in doc.get("trials", {}).items():
+        if trials is None or t in trials:
+            for k, entry in trial.get("steps", {}).items():
+                out.setdefault(int(k), []).append(entry)
+    return dict(sorted(out.items()))
+
+
+def instability_figures(doc: dict) -> dict[str, object]:
+    """Error along the path (one line per k, mean over trials) and the barrier against k (mean ± std)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    steps = instability_steps(doc)
+    scale, unit = doc.get("error_scale", 1.0), doc.get("error_unit", "")
+    what = f"Error ({doc.get('error', 'error')})" + (" (%)" if scale == 100.0 else "")
+    title = f"Level {doc.get('level', 0)}: instability ({len(doc.get('trials', {}))} trial(s))"
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (k, entries) in enumerate(steps.items()):
+        errors = scale * np.mean([e["errors"] for e in entries], axis=0)
+        ax.plot(doc["alphas"], errors, marker="o", markersize=3, color=f"C{i % 10}", label=f"k = {k}")
+    ax.set_xlabel("Interpolation α (0: copy A, 1: copy B)")
+    ax.set_ylabel(what)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if steps:
+        fig.legend(loc="outside right upper", fontsize="small")
+    figures = {PLOT_INTERPOLATION: fig}
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    if steps:
+        barriers = [[scale * e["barrier"] for e in entries] for entries in steps.values()]
+        ax.errorbar(list(steps), [np.mean(b) for b in barriers], yerr=[np.std(b, ddof=1) if len(b) > 1 else 0.0
+                    for b in barriers], marker="o", markersize=4, capsize=3, linewidth=1.5, color="C0")
+    threshold = scale * doc.get("threshold", 0.02)
+    ax.axhline(threshold, color="C3", linestyle="--", linewidth=1, alpha=0.6, label=f"stable: <= {threshold:g}")
+    ax.legend(fontsize="small")
+    ax.set_xlabel("Step k the copies start from")
+    ax.set_ylabel(f"Error barrier ({unit})" if unit else "Error barrier")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    figures[PLOT_BARRIER] = fig
+    return figures

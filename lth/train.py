@@ -305,6 +305,7 @@ def train(
     snapshot: Callable[[int, dict], None] | None = None,
     resume: dict | None = None,
     on_test: Callable[[int, dict, list[int], dict], None] | None = None,
+    stop: int | None = None,
 ) -> dict[int, list[dict[str, torch.Tensor]]]:
     """Train ``ens`` (an :class:`~lth.ensemble.Ensemble`, or any module of stacked members with the same
     protocol, e.g. :class:`lth.supermask.Supermask`) from step ``start`` to ``spec.iterations`` under
@@ -321,6 +322,10 @@ def train(
     weights are ``ens``'s). ``resume`` is such a state (with ``ens`` already holding the weights and
     ``start`` its step): the optimizer, clock and captured states continue from it. Data order is a
     function of the step, so the continued run sees the batches the killed one would have.
+
+    ``stop`` ends training at that step instead (before its update; the LR schedule is still
+    ``spec.iterations``'): a replay of the first ``stop`` steps, e.g. to capture states at steps k
+    (``lth.instability``).
     """
     from .finite import check_grads, check_loss
     from .optimizers import Optimizers, Progress, schedule_step
@@ -380,7 +385,8 @@ def train(
 
     ens.train()
     step = start
-    while step < spec.iterations:
+    end = spec.iterations if stop is None else min(stop, spec.iterations)
+    while step < end:
         if step in capture:
             captured[step] = [ens.member_state(i) for i in range(ens.members)]
         if step % spec.eval_every == 0:

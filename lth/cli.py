@@ -13,7 +13,6 @@ DOC = {
     "epochs": "epochs per level (overrides iterations)",
     "iterations": "training iterations per level",
     "trials": "independent trials (seeds), trained together",
-    "rewind_step": "reset survivors to their weights at this step (0: to init)",
     "prune_rate": "fraction of surviving weights pruned per level",
     "prune_scope": "layer: per-layer rates; global: one magnitude threshold over all layers",
     "controls": "comma-separated control branches (lth.branches): reinit,random,constant,random_sign,shuffle",
@@ -22,6 +21,11 @@ DOC = {
     "group_rates": "rates per layer kind, e.g. conv=0.1,fc=0.2,output=0.1",
     "weights": "where θ0 comes from: seed (default), checkpoint:PATH (+ --weights-sha256), run:DIR[@LEVEL]",
     "layer_rates": "per-layer rate overrides, e.g. fc3.weight=0.1",
+    "warmup": "steps of linear learning-rate warmup from 0 (also --warmup-steps)",
+    "rewind_step": "rewind survivors to their weights at step K (and resume the LR schedule there, with a "
+                   "fresh optimizer: no momentum carried over)",
+    "train_images": "image tasks: train on the first N training images only",
+    "test_at": "every (default): test split at each evaluation; best: at early stop and at the end only",
     "model_args": "model constructor arguments, e.g. hidden=300:100 (a list) or n_layer=2, or JSON",
     "schedule": "iterative, or oneshot (prune the dense net straight to each level's sparsity)",
     "device": "auto (CUDA when present), cpu or cuda:N",
@@ -36,13 +40,17 @@ DOC = {
 }
 
 
+ALIASES = {"warmup": ("--warmup-steps",)}  # the CNN track's name (Frankle et al.: "warmup over W iterations")
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     from .presets import field_types
 
     for name in field_types():
         if name in ("name", "description"):
             continue
-        p.add_argument("--" + name.replace("_", "-"), dest="cfg_" + name, metavar="V", help=DOC.get(name))
+        p.add_argument("--" + name.replace("_", "-"), *ALIASES.get(name, ()), dest="cfg_" + name, metavar="V",
+                       help=DOC.get(name))
     p.add_argument("--no-batched", action="store_true", help="train members one after another")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -25,6 +25,7 @@ class Config:
     # training batches get the CIFAR augmentation (4-pixel zero pad-and-crop, horizontal flip; lth.tasks.augment)
     # on the tasks that have it (fashion-mnist-32, cifar10); None: off
     augment: bool | None = None
+    train_images: int | None = None  # image tasks: train on the first N training images only (None: all)
     model: str = "lenet_300_100"
     model_args: dict = field(default_factory=dict)  # constructor overrides, e.g. {"n_layer": 2} for gpt
     init: str = "glorot_normal"
@@ -213,6 +214,15 @@ PRESETS: dict[str, dict] = {
     ),
 }
 
+
+def _cnn() -> dict[str, dict]:
+    from .cnn_presets import presets
+
+    return presets()
+
+
+PRESETS.update(_cnn())  # the CNN track: fmnist_* / cifar10_* (lth.cnn_presets)
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 
 
@@ -370,6 +380,7 @@ def validate(cfg: Config) -> Config:
     need(cfg.epochs is None or cfg.epochs > 0, f"epochs must be > 0, got {cfg.epochs}")
     need(cfg.eval_every >= 1, f"eval_every must be >= 1, got {cfg.eval_every}")
     need(cfg.test_at in (None, "every", "best"), f"test_at must be every or best, got {cfg.test_at!r}")
+    need(cfg.train_images is None or cfg.train_images >= 1, f"train_images must be >= 1, got {cfg.train_images}")
     need(cfg.levels >= 0, f"levels must be >= 0, got {cfg.levels}")
     need(0.0 <= cfg.prune_rate < 1.0, f"prune_rate must be in [0, 1), got {cfg.prune_rate}")
     for k, v in {**cfg.layer_rates, **(cfg.group_rates or {}), "output": cfg.output_rate or 0.0}.items():

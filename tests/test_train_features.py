@@ -207,3 +207,20 @@ def test_random_augmentation_in_a_tasks_batches_is_the_same_in_every_run(task):
         finals.append(ens.member_state(1))
         torch.randn(7)  # whatever else draws from the generator between runs changes nothing
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+def test_a_rewound_run_starts_at_the_lr_of_step_k_with_no_momentum_carried_over(task):
+    """Rewinding to step k (lottery levels > 0) calls train(start=k): a fresh optimizer, so SGD's first
+    update is -lr(k) * grad (momentum buffer = that gradient), at the LR schedule's rate for step k."""
+    from lth.train import Batches
+
+    spec = TrainSpec(iterations=6, batch_size=16, lr=0.1, optimizer="sgd", momentum=0.9, lr_schedule="step",
+                     milestones=[5], eval_every=10**6)
+    ens = lenet_ensemble((0,))
+    params = list(ens.stacked)
+    before = [p.detach().clone() for p in params]
+    x, y = task.batch(Batches([0], task.train_size, 16)(5))
+    grads = torch.autograd.grad(task.loss(ens(x), y), params)
+    train(ens, {}, task, spec, [0], start=5)
+    for p, b, g in zip(params, before, grads):
+        torch.testing.assert_close(p.detach(), b - 0.1 * 0.1 * g, rtol=1e-5, atol=1e-7)

@@ -115,7 +115,8 @@ def _image(name: str, pad: int = 0, augments: bool = False) -> Callable[[Any, st
         from .classify import ImageClassification
 
         data = load_mnist(cfg.data_dir, name=name, normalize=cfg.normalize, pad=pad)
-        return ImageClassification(data, augment=augments and bool(cfg.augment)).to(device)
+        return ImageClassification(data, augment=augments and bool(cfg.augment),
+                                   train_images=cfg.train_images).to(device)
 
     return load_images
 
@@ -161,7 +162,7 @@ def _cifar10_load(cfg, device):
     from .classify import ImageClassification
 
     data = load_cifar10(cfg.data_dir, normalize=cfg.normalize)
-    return ImageClassification(data, augment=bool(cfg.augment)).to(device)
+    return ImageClassification(data, augment=bool(cfg.augment), train_images=cfg.train_images).to(device)
 
 
 def _cifar10_check(cfg) -> None:
@@ -222,6 +223,8 @@ def _text_shape(cfg) -> Shape:
 
 
 def _text_check(cfg) -> None:
+    if cfg.train_images is not None:
+        raise ConfigError("train_images is for the image tasks, not dataset text")
     _no_augment(cfg)
     if cfg.tokenizer in (None, "bytes"):
         return

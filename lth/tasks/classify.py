@@ -12,17 +12,20 @@ from .augment import random_crop_flip
 
 class ImageClassification:
     """``augment``: training batches get the CIFAR augmentation (:mod:`lth.tasks.augment`: 4-pixel zero
-    pad-and-crop, horizontal flip), drawn from torch's generator; evaluation never does."""
+    pad-and-crop, horizontal flip), drawn from torch's generator; evaluation never does. ``train_images``:
+    steps draw from the first N training images only (``Config.train_images``)."""
 
     metrics = ("loss", "acc")
 
-    def __init__(self, data: ImageData, *, augment: bool = False):
+    def __init__(self, data: ImageData, *, augment: bool = False, train_images: int | None = None):
         for split in ("train", "val", "test"):  # an empty split would train on nothing or report NaN
             if len(getattr(data, split)) == 0:
                 raise DataError(f"{data.name}: the {split} split has 0 images; check the data files "
                                 f"(and val_size)")
         self.data = data
-        self.train_size = len(data.train)
+        # train_images: train on the first N training images only (normalization statistics and the
+        # validation split stay those of the whole training split)
+        self.train_size = len(data.train) if train_images is None else min(int(train_images), len(data.train))
         self.shape = tuple(data.shape)
         self.num_classes = data.num_classes
         self.augment = bool(augment)

@@ -4,7 +4,7 @@ A snapshot is two files beside the run's other results, ``<stem>.safetensors`` a
 
 * tensors: ``state.<key>`` the module's training state (:func:`training_state`: an ensemble's stacked
   parameters and buffers, a supermask's scores, scales and mask-sampling generators), ``opt.<pid>.<k>``
-  the optimizers' tensors (:func:`lth.train.flatten_optimizer_state`), ``cap.<step>.<member>.<name>``
+  the optimizers' tensors (:func:`flatten_optimizer_state`), ``cap.<step>.<member>.<name>``
   member states captured for rewinding, ``best.<member>.<name>`` the early-stop states of
   ``test_at="best"`` (:mod:`lth.best`);
 * JSON: ``step``, ``train_seconds``, the optimizers' other state, the results rows so far, the captured
@@ -55,6 +55,28 @@ def load_training_state(model, state: dict[str, torch.Tensor]) -> None:
             v.copy_(state[k])
 
 
+def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer ``state_dict`` as (tensors for safetensors, JSON-able rest): no pickle needed."""
+    tensors, state = {}, {}
+    for pid, st in sd["state"].items():
+        state[str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                state[str(pid)][k] = v
+    return tensors, {"state": state, "param_groups": sd["param_groups"]}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {int(pid): dict(st) for pid, st in meta["state"].items()}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, k = key.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
 class Snapshots:
     """The snapshot of one training run (a lottery level, a supermask group) at ``<path stem>``."""
 
@@ -66,8 +88,6 @@ class Snapshots:
     def save(self, step: int, model, state: dict, rows: list[dict]) -> None:
         if not self.writer:
             return
-        from .train import flatten_optimizer_state
-
         tensors, opt_meta = flatten_optimizer_state(state["optimizer"])
         tensors.update({f"state.{k}": v.detach().cpu().contiguous() for k, v in training_state(model).items()})
         for s, members in state["captured"].items():
@@ -101,8 +121,6 @@ class Snapshots:
             return None
         backup = {k: v.detach().clone() for k, v in training_state(model).items()}
         try:
-            from .train import unflatten_optimizer_state
-
             m = json.loads(self.meta.read_text())
             if m["members"] != model.members:
                 raise ValueError(f"{m['members']} members, not {model.members}")

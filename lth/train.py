@@ -19,7 +19,7 @@ import torch
 
 from . import dist as D
 from .errors import ConfigError
-from .tasks import finalize
+from .evaluation import autocast, evaluate, member_forwards  # noqa: F401  (lth.train's API since the start)
 
 
 @dataclass
@@ -162,59 +162,6 @@ class Batches:
         return self._perm[:, i * self.b : (i + 1) * self.b]
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (switches on by itself), nothing on CPU where fp32 is fastest."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def member_forwards(model) -> list[Callable]:
-    """One forward per member that runs that member alone, as a stack of one.
-
-    Exactness rests on this: a batched matmul may round differently for M stacked members than for one
-    (on AVX2 kernels it does), and a slice of the stack starts at another alignment. So each member's
-    effective parameters (and buffers) are copied into freshly allocated ``[1, ...]`` tensors and the
-    model is called on inputs ``[1, ...]``: the same kernels, shapes and strides as an ensemble holding
-    only that member, which is what a packed ticket is evaluated as. A member's metrics therefore do not
-    depend on how many members train beside it (tested)."""
-    state = model.eval_state()  # name -> [M, ...]: effective parameters and buffers
-    out = []
-    for m in range(model.members):
-        mine = {n: t[m : m + 1].detach().clone(memory_format=torch.contiguous_format) for n, t in state.items()}
-        out.append(lambda *x, _s=mine, **kw: model.call(_s, *x, **kw))
-    return out
-
-
-def evaluate(ens, task, ctx: D.Context | None = None, splits=None) -> dict[str, torch.Tensor]:
-    """Mean metrics per member for each split, e.g. {'val_loss': [M], 'val_acc': [M], ...}.
-
-    Members are evaluated one at a time (:func:`member_forwards`), so the numbers are the same whether
-    a member was trained alone, stacked with others, or rebuilt from its ticket. A task with one
-    held-out split (``task.splits == ("val",)``, language modeling) reports it under ``test_*`` too, so
-    every results row has the same columns."""
-    ctx = ctx or D.Context()
-    was = ens.training
-    ens.eval()
-    out = {}
-    dev = next(iter(ens.eval_state().values())).device
-    alias = splits is None  # the default splits report a missing test split as a copy of val
-    splits = splits or getattr(task, "splits", ("val", "test"))
-    with autocast(dev), torch.no_grad():
-        forwards = member_forwards(ens)
-        for split in splits:
-            per = [task.evaluate(f, 1, split, rank=ctx.rank, world=ctx.world) for f in forwards]
-            sums = {k: torch.cat([p[k] for p in per]) for k in per[0]}
-            for t in sums.values():
-                D.all_reduce_sum(t, ctx)
-            for k, v in finalize(task, sums).items():  # the task's metrics from its sums (default: / n)
-                out[f"{split}_{k}"] = v.cpu()
-    if alias and "test" not in splits:
-        out.update({"test" + k[3:]: v for k, v in list(out.items()) if k.startswith("val_")})
-    ens.train(was)
-    return out
-
-
 class CompiledOrEager:
     """``torch.compile(model)``, falling back to the eager model (with a warning) if compiling fails on
     the first call: a model that dynamo cannot trace still trains, only slower."""
@@ -234,28 +181,6 @@ class CompiledOrEager:
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
                 self.compiled = None
         return self.eager(*args, **kwargs)
-
-
-def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """An optimizer ``state_dict`` as (tensors for safetensors, JSON-able rest): no pickle needed."""
-    tensors, state = {}, {}
-    for pid, st in sd["state"].items():
-        state[str(pid)] = {}
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                state[str(pid)][k] = v
-    return tensors, {"state": state, "param_groups": sd["param_groups"]}
-
-
-def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state = {int(pid): dict(st) for pid, st in meta["state"].items()}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, pid, k = key.split(".", 2)
-            state.setdefault(int(pid), {})[k] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def clip_members(grads: list[torch.Tensor], max_norm: float) -> None:

@@ -325,3 +325,27 @@ def test_a_packed_resnet_ticket_carries_its_batchnorm_statistics_and_evaluates_e
     want = [r for r in rows(tmp_path / "run") if r["level"] == "1" and r["step"] == "2"][0]
     for k in ("val_loss", "val_acc", "test_loss", "test_acc"):
         assert round(got[k], 6) == float(want[k]), k
+
+
+@pytest.mark.parametrize("name,kw", [("conv2", {}), ("resnet20", {"width": 4})])
+def test_a_cnn_supermask_trains_packs_evaluates_exactly_and_exports(toy_task, name, kw, tmp_path):
+    import dataclasses
+
+    from lth import pack, supermask
+    from lth import ticket as T
+    from lth.cli import main
+
+    cfg = dataclasses.replace(tiny(name, **kw), rule="topk", density=0.5, levels=0, optimizer="sgd", lr=0.1,
+                              momentum=0.9, init="signed_constant")
+    supermask.run(cfg, tmp_path / "sm", progress=False)
+    T.save(pack.from_run(tmp_path / "sm", trial=0), tmp_path / "sm.ticket")
+    got = pack.evaluate(T.load(tmp_path / "sm.ticket"))
+    want = max(rows(tmp_path / "sm"), key=lambda r: int(r["step"]))
+    assert round(got["test_acc"], 6) == float(want["test_acc"])
+    assert main(["export", str(tmp_path / "sm.ticket"), "-o", str(tmp_path / "dense")]) == 0
+    from lth.io import load_tensors
+
+    dense = load_tensors(next((tmp_path / "dense").glob("*.safetensors")))
+    model = T.build_model(T.load(tmp_path / "sm.ticket"))
+    for n, p in model.named_parameters():
+        assert torch.equal(dense[n], p.detach()), n

@@ -112,8 +112,9 @@ def _load_source(model, params: dict, src) -> None:
     if not isinstance(src, dict) or src.get("kind") != "checkpoint" or not src.get("path") or not src.get("sha256"):
         raise TicketError(f"a weights='source' ticket needs meta weights_source {{kind: checkpoint, path, sha256}}, "
                           f"got {src!r}")
-    try:
-        state = load_checkpoint(model, src["path"], src["sha256"])
+    try:  # the model's seeded parameters the file lacks (a task head) keep their seed-derived values
+        seeded = {n: p.detach().clone() for n, p in params.items()}
+        state = load_checkpoint(model, src["path"], src["sha256"], seeded)
     except (LthError, OSError) as e:
         raise TicketError(f"weights source: {e}") from None
     for n, v in state.items():

@@ -224,6 +224,15 @@ def _cnn() -> dict[str, dict]:
 
 PRESETS.update(_cnn())  # the CNN track: fmnist_* / cifar10_* (lth.cnn_presets)
 
+
+def _bert() -> dict[str, dict]:
+    from .bert_presets import presets
+
+    return presets()
+
+
+PRESETS.update(_bert())  # the BERT track: bert_*_cpu when all-MiniLM-L6-v2 is installed (lth.bert_presets)
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 
 

@@ -7,7 +7,8 @@
    large one, is refused before a single weight is allocated;
 2. ``lth.models.build`` from ``arch``, then ``lth.init.init_from_seed(model, seed, init)``: every weight,
    bit-exact from the seed; with ``weights="source"``, every weight from the checkpoint
-   ``meta["weights_source"]`` names, verified by its SHA-256 (:func:`lth.sources.load_checkpoint`);
+   ``meta["weights_source"]`` names, verified by its SHA-256 (:func:`lth.sources.load_checkpoint`),
+   except the model's ``seeded_parameters()`` the file lacks (a BERT task head), which keep the seed's;
 3. with ``weights="stored"``, scatters the float entries named like parameters into place (only the
    surviving entries of a masked parameter, in row-major mask order);
 4. copies every ``param.<name>`` entry over its unmasked parameter, in either kind of ticket;

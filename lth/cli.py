@@ -258,7 +258,16 @@ def cmd_export(args) -> int:
     from . import pack
     from . import ticket as T
 
-    for p in pack.export(T.load(args.ticket), args.output, torch_prune=args.torch_prune):
+    from pathlib import Path
+
+    if args.output is None and args.hf is None:
+        raise LthError("give -o/--output, --hf DIR or both")
+    src = Path(args.ticket)  # a ticket file, or a run directory packed here (--level, --trained)
+    t = (pack.from_run(src, level=args.level, trained=args.trained, dtype="float32") if src.is_dir()
+         else T.load(src))
+    written = pack.export(t, args.output, torch_prune=args.torch_prune) if args.output else []
+    written += pack.export_hf(t, args.hf) if args.hf else []
+    for p in written:
         print(f"wrote {p}")
     return 0
 
@@ -390,9 +399,13 @@ def parser() -> argparse.ArgumentParser:
     add_max_params(p)
     p.set_defaults(fn=cmd_eval)
 
-    p = sub.add_parser("export", help="dense safetensors (and torch.nn.utils.prune form) from a ticket")
-    p.add_argument("ticket")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("export", help="dense safetensors (and torch.nn.utils.prune form) from a ticket or a run; "
+                       "--hf: a Hugging Face directory (bert)")
+    p.add_argument("ticket", help="a ticket file, or a lottery run directory (packed at --level)")
+    p.add_argument("-o", "--output", default=None)
+    p.add_argument("--hf", default=None, metavar="DIR", help="a save_pretrained-style directory (model bert)")
+    p.add_argument("--level", type=int, default=None, help="with a run directory: the level (default: the last)")
+    p.add_argument("--trained", action="store_true", help="with a run directory: the trained weights")
     p.add_argument("--torch-prune", action="store_true", help="also write weight_orig/weight_mask form")
     p.set_defaults(fn=cmd_export)
 

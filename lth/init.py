@@ -215,7 +215,14 @@ def golf(name: str, p: torch.Tensor) -> Dist:
     return xavier_uniform(name, p)
 
 
+def bert(name: str, p: torch.Tensor) -> Dist:
+    """N(0, 0.02) for every matrix and embedding (BERT's ``initializer_range``); biases 0, LayerNorm gains 1.
+    Hugging Face's ``_init_weights`` also zeroes the padding token's embedding row; this does not."""
+    return _low_dim(name) if p.dim() < 2 else Dist("normal", 0.02)
+
+
 SCHEMES: dict[str, Callable[[str, torch.Tensor], Dist]] = {
+    "bert": bert,
     "glorot_normal": glorot_normal,
     "kaiming_normal": kaiming_normal,
     "kaiming_uniform": kaiming_uniform,

@@ -266,3 +266,30 @@ def export(t: T.Ticket, out_dir, *, torch_prune: bool = False) -> list[Path]:
         paths.append(out / "model_torch_prune.safetensors")
         atomic_save_tensors(state, paths[-1])
     return paths
+
+
+def export_hf(t: T.Ticket, out_dir) -> list[Path]:
+    """A BERT ticket as a ``save_pretrained``-style directory that ``transformers`` loads offline with
+    ``AutoModel`` / ``AutoModelForSequenceClassification`` (or ``AutoModelForMaskedLM``): ``config.json``,
+    ``model.safetensors`` (pruned weights exactly zero) and the checkpoint's tokenizer files."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from .io import atomic_write_json
+
+    model = build(t)
+    if not hasattr(model, "state_dict_hf"):
+        raise LthError(f"--hf exports a bert model; this ticket's model is {t.arch.get('model')!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", model.cfg.to_hf(model.head, model.num_labels))
+    save_file(model.state_dict_hf(), str(out / "model.safetensors"), metadata={"format": "pt"})
+    paths = [out / "config.json", out / "model.safetensors"]
+    from .models.bert import TOKENIZER_FILES
+
+    for name in TOKENIZER_FILES:
+        if model.pretrained and (Path(model.pretrained) / name).is_file():
+            shutil.copy(Path(model.pretrained) / name, out / name)
+            paths.append(out / name)
+    return paths

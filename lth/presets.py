@@ -77,6 +77,7 @@ class Config:
     criterion: str | None = None  # a lth.scores.SCORES name; None: magnitude. snip/grasp/synflow prune at init
     weights: str | None = None  # θ0's source (lth.sources): None/seed, checkpoint:PATH, run:DIR[@LEVEL]
     weights_sha256: str | None = None  # the checkpoint's SHA-256 (required with checkpoint:PATH)
+    prune_pooler: bool | None = None  # model bert (head cls): prune pooler.dense.weight too (lth.models.bert)
     # supermask training (`lth supermask`, lth.supermask): None means the rule's default, and fields a
     # rule does not use must stay None. Lottery runs ignore these (and record them as None).
     rule: str | None = None  # ste | topk | bernoulli (default topk)
@@ -153,6 +154,15 @@ def _tracks() -> dict[str, dict]:
 
 
 PRESETS.update(_tracks())  # the language models (lth.lm_presets), the CNN track (lth.cnn_presets)
+
+
+def _bert() -> dict[str, dict]:
+    from .bert_presets import presets
+
+    return presets()
+
+
+PRESETS.update(_bert())  # the BERT track: bert_*_cpu when all-MiniLM-L6-v2 is installed (lth.bert_presets)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 

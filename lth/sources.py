@@ -20,8 +20,11 @@ Entries:
 
 - ``seed``: ``init_from_seed(template, seed, cfg.init)`` (the default).
 - ``checkpoint``: a safetensors file named by path and SHA-256 (of the file's bytes). It must hold
-  every parameter of the template under its name, with its shape (other tensors are ignored); the
-  same θ0 for every trial (trials differ in data order and controls).
+  every parameter of the template under its name, with its shape (other tensors are ignored), except
+  those the model lists in ``seeded_parameters()`` (a pre-trained encoder's new task head, BERT):
+  those it lacks come from ``init_from_seed(template, seed, cfg.init)``. The file's part is the same
+  θ0 for every trial (trials differ in data order, controls and seeded heads). A ``bert.`` prefix
+  (Hugging Face task checkpoints) is stripped from names the template does not have.
 - ``run``: θk of another run directory: its ``rewind.safetensors`` (the weights at its rewind step),
   or without one level 0's reset weights; ``@LEVEL``: that level's ticket reset weights. Trial t
   takes the run's trial t.
@@ -90,9 +93,15 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def _state(template: nn.Module, tensors: dict, where: str) -> State:
+def _state(template: nn.Module, tensors: dict, where: str, seeded: State | None = None) -> State:
+    """Every parameter of ``template`` from ``tensors``; with ``seeded``, the ones the model lists in
+    ``seeded_parameters()`` and ``tensors`` lacks come from ``seeded`` instead."""
     out = {}
+    optional = set(getattr(template, "seeded_parameters", list)()) if seeded is not None else set()
     for n, p in template.named_parameters():
+        if n not in tensors and n in optional:
+            out[n] = seeded[n].to(device="cpu", dtype=p.dtype).clone()
+            continue
         if n not in tensors:
             raise ConfigError(f"{where} has no tensor {n!r} for the model's parameter")
         if tuple(tensors[n].shape) != tuple(p.shape):
@@ -130,21 +139,28 @@ def verify(path, sha256: str) -> None:
         raise ConfigError(f"weights checkpoint {path}: SHA-256 {got} is not the expected {sha256}")
 
 
-def load_checkpoint(template: nn.Module, path, sha256: str) -> State:
-    """θ0 from a verified safetensors checkpoint (also what a ``source`` ticket is rebuilt from)."""
+def load_checkpoint(template: nn.Module, path, sha256: str, seeded: State | None = None) -> State:
+    """θ0 from a verified safetensors checkpoint (also what a ``source`` ticket is rebuilt from);
+    ``seeded``: the seed-derived values of the model's ``seeded_parameters()`` the file lacks."""
     from .io import load_tensors
 
     verify(path, sha256)
-    return _state(template, load_tensors(path), str(path))
+    tensors = load_tensors(path)
+    own = {n for n, _ in template.named_parameters()}
+    tensors.update({k[5:]: v for k, v in list(tensors.items()) if k.startswith("bert.") and k[5:] in own
+                    and k[5:] not in tensors})
+    return _state(template, tensors, str(path), seeded)
 
 
 def _checkpoint_theta0(cfg, arg, template, seed, trial) -> State:
-    return load_checkpoint(template, arg, cfg.weights_sha256)
+    seeded = _seed_theta0(cfg, "", template, seed, trial) if hasattr(template, "seeded_parameters") else None
+    return load_checkpoint(template, arg, cfg.weights_sha256, seeded)
 
 
 SOURCES.register("checkpoint")(Source(
     "checkpoint", _checkpoint_theta0, _checkpoint_check, True,
-    lambda cfg, arg: {"kind": "checkpoint", "path": str(arg), "sha256": cfg.weights_sha256}))
+    lambda cfg, arg: {"kind": "checkpoint", "path": str(arg), "name": Path(arg).parent.name + "/" + Path(arg).name,
+                      "sha256": cfg.weights_sha256}))
 
 
 # --- run --------------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ def test_checkpoint_ticket_stores_no_floats_and_rebuilds_the_verified_weights(ck
     path, sha, state = checkpoint
     t = pack.from_lottery_run(ckpt_run)
     assert t.weights == "source" and t.floats == {}
-    assert t.meta["weights_source"] == {"kind": "checkpoint", "path": str(path), "sha256": sha}
+    assert t.meta["weights_source"] == {"kind": "checkpoint", "path": str(path), "sha256": sha,
+                                        "name": f"{path.parent.name}/{path.name}"}
     T.save(t, tmp_path / "c.ticket")
     model = dict(pack.build(T.load(tmp_path / "c.ticket")).named_parameters())
     for n, m in t.masks.items():

@@ -174,6 +174,24 @@ MODELS.register("gpt_cpu")(ModelEntry("gpt_cpu", _gpt("cpu"), "tokens", context=
 MODELS.register("gpt_golf")(ModelEntry("gpt_golf", _gpt("golf"), "tokens", context=1024, check=_check_gpt))
 
 
+def _bert(shape, num_classes, **kw):
+    from . import bert
+
+    return bert.build(shape, num_classes, **kw)
+
+
+def _check_bert(args: dict) -> None:
+    from . import bert
+
+    bert.check_args(args)
+
+
+# BERT encoders (issue 13, lth.models.bert): Hugging Face BertModel names; the architecture from a local HF
+# directory (model_args pretrained; default all-MiniLM-L6-v2), θ0 from weights=checkpoint:DIR/model.safetensors.
+# Inputs "ids_mask": keyword inputs input_ids and attention_mask [B, T] (and mlm_positions for the MLM head).
+MODELS.register("bert")(ModelEntry("bert", _bert, "ids_mask", check=_check_bert))
+
+
 def entry(name: str) -> ModelEntry:
     return MODELS.get(name)
 

@@ -1,7 +1,7 @@
 """Tasks: data + loss + metrics for one kind of problem. A task knows nothing about pruning.
 
 Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``fashion-mnist-32``,
-``cifar10``, ``text``). A new track adds a file here and one ``TASKS.register`` call; nothing else
+``cifar10``, ``text``; the BERT track's ``bert_bbc``, ``bert_fortunes``, ``bert_mlm`` in ``bert_tasks.py``). A new track adds a file here and one ``TASKS.register`` call; nothing else
 dispatches on a dataset name.
 
 Contract of an entry (:class:`TaskEntry`):
@@ -247,3 +247,7 @@ def _text_ticket_meta(cfg) -> dict:
 
 TASKS.register("text")(TaskEntry("text", _text_load, _text_shape, TEXT_METRICS, "tokens", check=_text_check,
                                  ticket_meta=_text_ticket_meta))
+
+
+# --- the BERT track (issue 13): text classification and masked LM, lth.tasks.bert_tasks ---------------
+from . import bert_tasks  # noqa: E402,F401  (registers bert_bbc, bert_fortunes, bert_mlm)

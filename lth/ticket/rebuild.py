@@ -7,7 +7,8 @@
    large one, is refused before a single weight is allocated;
 2. ``lth.models.build`` from ``arch``, then ``lth.init.init_from_seed(model, seed, init)``: every weight,
    bit-exact from the seed; with ``weights="source"``, every weight from the checkpoint
-   ``meta["weights_source"]`` names, verified by its SHA-256 (:func:`lth.sources.load_checkpoint`);
+   ``meta["weights_source"]`` names, verified by its SHA-256 (:func:`lth.sources.load_checkpoint`),
+   except the model's ``seeded_parameters()`` the file lacks (a BERT task head), which keep the seed's;
 3. with ``weights="stored"``, scatters the float entries named like parameters into place (only the
    surviving entries of a masked parameter, in row-major mask order);
 4. copies every ``param.<name>`` entry over its unmasked parameter, in either kind of ticket;
@@ -112,8 +113,9 @@ def _load_source(model, params: dict, src) -> None:
     if not isinstance(src, dict) or src.get("kind") != "checkpoint" or not src.get("path") or not src.get("sha256"):
         raise TicketError(f"a weights='source' ticket needs meta weights_source {{kind: checkpoint, path, sha256}}, "
                           f"got {src!r}")
-    try:
-        state = load_checkpoint(model, src["path"], src["sha256"])
+    try:  # the model's seeded parameters the file lacks (a task head) keep their seed-derived values
+        seeded = {n: p.detach().clone() for n, p in params.items()}
+        state = load_checkpoint(model, src["path"], src["sha256"], seeded)
     except (LthError, OSError) as e:
         raise TicketError(f"weights source: {e}") from None
     for n, v in state.items():

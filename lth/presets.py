@@ -148,21 +148,14 @@ PRESETS: dict[str, dict] = {
 
 
 def _tracks() -> dict[str, dict]:
-    from . import cnn_presets, lm_presets
+    from . import bert_presets, cnn_presets, lm_presets
 
-    return {**lm_presets.presets(), **cnn_presets.presets()}
-
-
-PRESETS.update(_tracks())  # the language models (lth.lm_presets), the CNN track (lth.cnn_presets)
+    return {**lm_presets.presets(), **cnn_presets.presets(), **bert_presets.presets()}
 
 
-def _bert() -> dict[str, dict]:
-    from .bert_presets import presets
-
-    return presets()
-
-
-PRESETS.update(_bert())  # the BERT track: bert_*_cpu when all-MiniLM-L6-v2 is installed (lth.bert_presets)
+# the language models (lth.lm_presets), the CNN track (lth.cnn_presets), and the BERT track (lth.bert_presets:
+# bert_*_cpu when all-MiniLM-L6-v2 is installed)
+PRESETS.update(_tracks())
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 

@@ -175,7 +175,7 @@ def test_pack_of_a_supermask_run_with_a_level_is_one_line_error(sm_packed):
 
 
 def test_eval_states_the_difference_from_a_recorded_value_that_differs():
-    from lth.cli import format_eval
+    from lth.ticket_cmds import format_eval
 
     text = format_eval({"test_acc": 0.9801, "test_loss": 0.064266}, {"test_acc": 0.9801, "test_loss": 0.064265})
     acc, loss = text.splitlines()

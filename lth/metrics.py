@@ -62,6 +62,8 @@ class MetricSpec:
     columns: tuple[Column, ...]
     early_stop: str = "val_loss"
     mode: str = "min"
+    # (key, value) pairs the run records with its metrics, e.g. sacrebleu's signature of BLEU and chrF
+    notes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.mode not in MODES or any(c.mode not in MODES for c in self.columns):
@@ -81,7 +83,8 @@ class MetricSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "MetricSpec":
         cols = tuple(Column(**{**c, "show": tuple(c.get("show", ("es",)))}) for c in d["columns"])
-        return cls(tuple(d["metrics"]), cols, d.get("early_stop", "val_loss"), d.get("mode", "min"))
+        return cls(tuple(d["metrics"]), cols, d.get("early_stop", "val_loss"), d.get("mode", "min"),
+                   tuple(tuple(n) for n in d.get("notes", ())))
 
 
 ACC = Column("test_acc", "test acc", " (%)", 100.0, ".2f", "max", ("es", "final"),

@@ -69,6 +69,7 @@ class Parallel:
     dropped: dict[str, int]
     source: str
     sha256: str  # of the uncompressed file
+    tokenizer_sha256: str | None = None  # of the joint tokenizer fitted on train (set by the translation task)
 
     def split(self, name: str) -> Split:
         return {"train": self.train, "val": self.dev, "dev": self.dev, "test": self.test}[name]

@@ -58,6 +58,17 @@ def signatures() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def corpus_stats(hyps: list[str], refs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """sacrebleu's sufficient statistics, summed over sentences: BLEU [10] (hypothesis and reference
+    lengths, matches and totals of 1- to 4-grams) and chrF [18], float64 (exact integers)."""
+    bleu, chrf = sacrebleu_metrics()
+    out = []
+    for metric, k in ((bleu, 10), (chrf, 18)):
+        stats = metric._extract_corpus_statistics(hyps, [refs]) if hyps else []
+        out.append(torch.from_numpy(np.asarray(stats, dtype=np.float64).reshape(-1, k).sum(0)))
+    return out[0], out[1]
+
+
 def _pad(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows -> ([N, max len] int64 padded with <pad>, lengths [N])."""
     lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
@@ -164,11 +175,8 @@ class Translation:
                 loss += nll
                 n += (tout != PAD).sum()
         hyps = self.translate(one_member(forward), src_text, 1 if split == "val" else self.beam)
-        bleu, chrf = sacrebleu_metrics()
-        b = np.asarray(bleu._extract_corpus_statistics(hyps, [ref_text]), dtype=np.float64).reshape(-1, 10).sum(0)
-        c = np.asarray(chrf._extract_corpus_statistics(hyps, [ref_text]), dtype=np.float64).reshape(-1, 18).sum(0)
-        as_t = lambda a: torch.from_numpy(a)[None].to(device)  # noqa: E731
-        return {"loss": loss, "n": n, "bleu": as_t(b), "chrf": as_t(c)}
+        b, c = corpus_stats(hyps, ref_text)
+        return {"loss": loss, "n": n, "bleu": b[None].to(device), "chrf": c[None].to(device)}
 
     @staticmethod
     def finalize(sums: dict) -> dict:

@@ -127,3 +127,12 @@ def test_pack_and_eval_reproduce_the_recorded_bleu(run_dir, tmp_path):
     want = [r for r in _rows(run_dir) if r["level"] == "1" and r["step"] == "20"][0]
     for k in ("val_loss", "val_bleu", "val_chrf", "test_loss", "test_bleu", "test_chrf"):
         assert round(got[k], 6) == float(want[k]), k
+
+
+def test_lth_translate_prints_one_line_per_input_line(run_dir, tmp_path, capsys):
+    from lth.cli import main
+
+    f = tmp_path / "in.txt"
+    f.write_text("In the beginning.\n\nGod said.\n", encoding="utf-8")
+    assert main(["translate", str(run_dir), "--input", str(f), "--beam", "1", "--no-progress"]) == 0
+    assert len(capsys.readouterr().out.split("\n")) == 3 + 1  # three lines (the empty one kept), newline-ended

@@ -188,3 +188,60 @@ class Translation:
         return {"loss": sums["loss"] / sums["n"].clamp(min=1),
                 "bleu": torch.tensor(score_b, dtype=torch.float64),
                 "chrf": torch.tensor(score_c, dtype=torch.float64)}
+
+
+# --- `lth translate` ---------------------------------------------------------------------------------
+
+def add_parser(sub) -> None:
+    """``lth translate RUN_DIR|FILE.ticket [--input FILE|-] [--beam 4]``: one translation a line on stdout."""
+    p = sub.add_parser("translate", help="translate lines with a translation run's or ticket's network")
+    p.add_argument("source", help="a translation run directory (its last level's trained ticket) or a .ticket file")
+    p.add_argument("--input", default="-", help="text file, one sentence a line (default -: stdin)")
+    p.add_argument("--beam", type=int, default=4, help="beam size (1: greedy)")
+    p.add_argument("--level", type=int, help="run directory: the level (default: the last finished)")
+    p.add_argument("--trial", type=int, default=0, help="run directory: the trial (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_translate)
+
+
+def cmd_translate(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .. import pack
+    from .. import ticket as T
+    from ..errors import LthError
+    from . import _translation_data
+
+    if args.beam < 1:
+        raise LthError(f"--beam must be >= 1, got {args.beam}")
+    src = Path(args.source)
+    t = (pack.from_run(src, level=args.level, trial=args.trial, trained=True, dtype="float32") if src.is_dir()
+         else T.load(src))
+    cfg = pack._run_config(t.meta.get("config") or {})
+    if cfg.dataset != "translation":
+        raise LthError(f"{args.source} is a {cfg.dataset} network, not a translation one")
+    data, tok = _translation_data(cfg)
+    if t.meta.get("tokenizer_sha256") not in (None, tok.sha256):
+        raise LthError(f"the {cfg.tokenizer} tokenizer rebuilt here (sha256 {tok.sha256[:12]}) is not the one the "
+                       f"network was trained with ({t.meta['tokenizer_sha256'][:12]})")
+    model = pack.build(t).eval()
+    task = Translation.__new__(Translation)  # decoding only needs the tokenizer and a device
+    task.tok, task.src = tok, torch.zeros(0, dtype=torch.long)
+    text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    bar = tqdm(total=len(lines), unit="line", disable=args.no_progress, file=sys.stderr)
+    for s in range(0, len(lines), EVAL_SENTENCES):
+        part = lines[s : s + EVAL_SENTENCES]
+        todo = [i for i, line in enumerate(part) if line.strip()]
+        out = [""] * len(part)
+        if todo:
+            with torch.no_grad():
+                for i, h in zip(todo, task.translate(model, [part[i] for i in todo], args.beam)):
+                    out[i] = h
+        print("\n".join(out), flush=True)
+        bar.update(len(part))
+    bar.close()
+    return 0

@@ -18,6 +18,9 @@ Specification of a :class:`MetricSpec`:
   value over the run (``"best"``, by the column's own ``mode``). A column with ``plot`` set gets a
   figure of its early-stop value against the percent of weights remaining.
 
+- ``notes``: ``(key, value)`` pairs recorded with the spec, e.g. sacrebleu's signatures of BLEU and
+  chrF (translation), so the run says how its scores were computed.
+
 Summary keys for a column ``c``: ``c`` (at early stop), ``final_c``, ``best_c``, each as
 ``*_mean`` / ``*_std`` over trials, and ``step`` (the early-stop iteration).
 

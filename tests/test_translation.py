@@ -120,6 +120,7 @@ def test_a_lottery_of_translation_tiny_records_bleu_and_chrf(run_dir):
     assert "nrefs:1|case:mixed|eff:no|tok:13a" in (run_dir / "metrics.json").read_text()
 
 
+@pytest.mark.exact
 def test_pack_and_eval_reproduce_the_recorded_bleu(run_dir, tmp_path):
     t = pack.from_run(run_dir, level=1, trained=True, dtype="float32")
     T.save(t, tmp_path / "tiny.ticket")

@@ -25,7 +25,9 @@ size is exactly ``1024 + 2 * count``. :func:`encode_corpus` writes a directory::
 which :func:`load_tokens` reads back. ``load_tokens()`` with no directory encodes the embedded corpus in
 memory: at the byte level, or with ``tokenizer="bpe1024"`` (any ``bpe<N>``) with a SentencePiece model
 trained on its training split on the spot (:func:`embedded_tokenizer`: one thread, about 0.3 s, the same
-model every time), so a run, a ticket or ``lth generate`` on the embedded corpus never needs a file. Every problem with a user's file is a one-line
+model every time), so a run, a ticket or ``lth generate`` on the embedded corpus never needs a file.
+:func:`tokenizer_model` also fits unigram models, jointly on several texts, with pad/bos/eos ids: the
+translation track's vocabulary (``lth.data.parallel.joint_tokenizer``). Every problem with a user's file is a one-line
 :class:`lth.errors.DataError` naming the file.
 """
 

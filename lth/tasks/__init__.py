@@ -11,7 +11,8 @@ Contract of an entry (:class:`TaskEntry`):
   ``classes`` is the number of classes or the vocabulary size.
 - ``metrics``: a :class:`lth.metrics.MetricSpec`: the ``results.csv`` columns the task writes,
   which one early-stops and in which direction, and the headline column of tables and plots.
-- ``inputs``: the kind of example the task feeds a model (``"image"``, ``"tokens"``); a model entry
+- ``inputs``: the kind of example the task feeds a model (``"image"``, ``"tokens"``, ``"pairs"``: source
+  and target token ids, translation); a model entry
   (``lth.models.MODELS``) names the kind it takes, and a config whose two kinds differ is refused.
 - ``needs_data_dir``: the task has no embedded copy of its data.
 - ``ticket_meta(cfg) -> dict``: what a packed ticket records to check, when it is evaluated, that
@@ -30,6 +31,9 @@ Contract of a task instance:
   which the trainer seeds from (member seeds, step, micro-batch, rank) for that step alone
   (``lth.train.step_rng``): the same batches every run, and a resumed run sees what the killed one
   would have.
+- ``data_order(seed, epoch, n, batch_size) -> permutation`` (optional): the task's own per-member
+  order instead of ``lth.train.data_order`` (translation: length-bucketed batches); a function of
+  (seed, epoch) like it, so a resumed run sees the same batches.
 - ``loss(out, y) -> scalar``: the sum over members of each member's mean loss (so each member gets
   exactly its own gradient).
 - ``evaluate(forward, members, split, *, rank=0, world=1) -> sums``: per-member SUMS over this

@@ -89,6 +89,21 @@ def test_beam_1_equals_greedy(model):
     assert len(beam_search(model, src, beam=4, **kw)) == 5
 
 
+def test_vmap_and_loop_ensembles_compute_the_same_logits_and_cache(model):
+    from lth.ensemble import Ensemble
+
+    states = [{n: p.detach() + 0.01 * i for n, p in model.named_parameters()} for i in range(2)]
+    src, tgt = _src().expand(2, -1, -1), torch.randint(4, 500, (2, 5, 4))
+    outs = {}
+    for mode in ("stacked", "loop"):
+        ens = Ensemble(model, states, mode=mode).eval()
+        with torch.no_grad():
+            _, cache = ens(src, tgt[:, :, :3], cache={})
+            outs[ens.path()] = (ens(src, tgt), ens(src, tgt[:, :, 3:], cache=cache)[0])
+    torch.testing.assert_close(outs["vmap"], outs["loop"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs["loop"][1], outs["loop"][0][:, :, 3:], atol=1e-5, rtol=1e-5)
+
+
 def test_bleu_and_chrf_of_the_references_against_themselves_are_100(corpus):
     refs = corpus.test.tgt[:50]
     bleu, chrf = corpus_stats(refs, refs)
@@ -123,6 +138,9 @@ def test_a_lottery_of_translation_tiny_records_bleu_and_chrf(run_dir):
 @pytest.mark.exact
 def test_pack_and_eval_reproduce_the_recorded_bleu(run_dir, tmp_path):
     t = pack.from_run(run_dir, level=1, trained=True, dtype="float32")
+    from lth.tasks import _translation_data
+
+    assert t.meta["tokenizer_sha256"] == _translation_data(pack._run_config(t.meta["config"]))[1].sha256
     T.save(t, tmp_path / "tiny.ticket")
     got = pack.evaluate(T.load(tmp_path / "tiny.ticket"))
     want = [r for r in _rows(run_dir) if r["level"] == "1" and r["step"] == "20"][0]

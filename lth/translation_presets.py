@@ -7,8 +7,9 @@ a joint unigram vocabulary fitted on the training split, the pre-LN encoder-deco
 label smoothing 0.1, linear warmup then linear decay (``lr_schedule="linear"``), early stopping on dev BLEU
 (greedy), test BLEU/chrF with beam 4 at early stop and at the end (``test_at="best"``). Batches count
 sentences, length-bucketed (``lth.tasks.translate``). Pruning: lth's magnitude IMP over every matrix and
-the embedding (the model's ``default_prunable``), each layer at the same rate (global magnitude pruning prunes the
-Xavier-initialized embedding, whose entries are smallest, first: at 25% remaining the tiny model lost it whole); Brix et al.'s MP / SLT / CLT are not here yet.
+the embedding (the model's ``default_prunable``), each layer at the same rate (global magnitude pruning
+prunes the Xavier-initialized embedding, whose entries are smallest, first: at 25% remaining the tiny
+model lost it whole); Brix et al.'s MP / SLT / CLT are not here yet.
 
 * ``translation_tiny``: tests and smoke runs (seconds): ``seq2seq_tiny`` (d 32, 1+1 layers, 37,504
   parameters), vocabulary 500 fitted on the first 2,000 training pairs, 16 dev and test pairs.

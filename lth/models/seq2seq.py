@@ -4,7 +4,8 @@
     tgt [B, T] -> embed * sqrt(d) + sinusoid -> dropout -> n_dec x DecoderLayer(memory) -> LayerNorm
                -> embed.weight^T (tied) -> logits [B, T, V]
     EncoderLayer:  x = x + drop(attn(ln1(x)));  x = x + drop(ffn(ln2(x)))
-    DecoderLayer:  x = x + drop(self_attn(ln1(x)));  x = x + drop(cross_attn(ln2(x), memory));  x = x + drop(ffn(ln3(x)))
+    DecoderLayer:  x = x + drop(self_attn(ln1(x)));  x = x + drop(cross_attn(ln2(x), memory));
+                   x = x + drop(ffn(ln3(x)))
     ffn:           fc2(drop(relu(fc1(x))))
 
 ONE embedding ``embed.weight`` [V, d] serves the source, the target and the output projection (Brix et al.
@@ -114,7 +115,8 @@ class FFN(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig):
         super().__init__()
-        self.ln1, self.attn, self.ln2, self.ffn = nn.LayerNorm(cfg.d_model), Attention(cfg), nn.LayerNorm(cfg.d_model), FFN(cfg)
+        d = cfg.d_model
+        self.ln1, self.attn, self.ln2, self.ffn = nn.LayerNorm(d), Attention(cfg), nn.LayerNorm(d), FFN(cfg)
         self.p = cfg.dropout
 
     def forward(self, x, keep):  # x [B, S, d], keep [B, 1, 1, S]
@@ -127,7 +129,8 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig):
         super().__init__()
         d = cfg.d_model
-        self.ln1, self.self_attn, self.ln2, self.cross_attn = nn.LayerNorm(d), Attention(cfg), nn.LayerNorm(d), Attention(cfg)
+        self.ln1, self.self_attn = nn.LayerNorm(d), Attention(cfg)
+        self.ln2, self.cross_attn = nn.LayerNorm(d), Attention(cfg)
         self.ln3, self.ffn, self.p = nn.LayerNorm(d), FFN(cfg), cfg.dropout
 
     def forward(self, x, causal, cross_kv, src_keep, past=None):

@@ -155,3 +155,18 @@ def test_lth_translate_prints_one_line_per_input_line(run_dir, tmp_path, capsys)
     f.write_text("In the beginning.\n\nGod said.\n", encoding="utf-8")
     assert main(["translate", str(run_dir), "--input", str(f), "--beam", "1", "--no-progress"]) == 0
     assert len(capsys.readouterr().out.split("\n")) == 3 + 1  # three lines (the empty one kept), newline-ended
+
+
+def test_data_order_is_a_permutation_in_length_bucketed_batches(corpus):
+    import numpy as np
+
+    part = dataclasses.replace(corpus, train=corpus.train.head(600))
+    task = Translation(part, P.joint_tokenizer(part.train, 500))
+    order = task.data_order(0, 0, task.train_size, 16)
+    assert sorted(order.tolist()) == list(range(600))
+
+    def spread(perm):  # mean (longest - shortest target) within a batch of 16
+        lens = task.tgt_len[torch.from_numpy(perm[:592].reshape(-1, 16))]
+        return float((lens.max(1).values - lens.min(1).values).float().mean())
+
+    assert spread(order) < spread(np.random.default_rng(0).permutation(600)) / 3

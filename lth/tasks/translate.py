@@ -169,10 +169,10 @@ class Translation:
                 src = _pad(src_ids[s : s + EVAL_SENTENCES])[0].to(device)
                 tin = _pad([[BOS] + t for t in tgt_ids[s : s + EVAL_SENTENCES]])[0].to(device)
                 tout = _pad([t + [EOS] for t in tgt_ids[s : s + EVAL_SENTENCES]])[0].to(device)
-                out = forward(src[None], tin[None])[0].double()  # [B, T, V]
+                out = forward(src[None], tin[None])[0].float()  # [B, T, V]
                 nll = F.cross_entropy(out.reshape(-1, out.shape[-1]), tout.reshape(-1), ignore_index=PAD,
-                                      reduction="sum")
-                loss += nll
+                                      reduction="none")
+                loss += nll.double().sum()  # float64 sums of float32 terms: the same in any order of chunks
                 n += (tout != PAD).sum()
         hyps = self.translate(one_member(forward), src_text, 1 if split == "val" else self.beam)
         b, c = corpus_stats(hyps, ref_text)

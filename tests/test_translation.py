@@ -18,6 +18,16 @@ from lth.presets import preset, validate
 from lth.tasks.translate import Translation, corpus_stats
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small matmuls: one thread is faster, and on a busy machine two spinning OpenMP threads made this
+    file take 5 minutes instead of 30 s (restored after the file)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def corpus():
     return P.load_parallel()

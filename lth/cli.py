@@ -236,6 +236,10 @@ def parser() -> argparse.ArgumentParser:
 
     add_instability(sub)
 
+    from .tasks.translate import add_parser as add_translate
+
+    add_translate(sub)
+
     p = sub.add_parser("pack", help="pack a lottery or supermask run's ticket into a ticket file")
     p.add_argument("run_dir")
     p.add_argument("-o", "--output", required=True)

@@ -18,6 +18,9 @@ Specification of a :class:`MetricSpec`:
   value over the run (``"best"``, by the column's own ``mode``). A column with ``plot`` set gets a
   figure of its early-stop value against the percent of weights remaining.
 
+- ``notes``: ``(key, value)`` pairs recorded with the spec, e.g. sacrebleu's signatures of BLEU and
+  chrF (translation), so the run says how its scores were computed.
+
 Summary keys for a column ``c``: ``c`` (at early stop), ``final_c``, ``best_c``, each as
 ``*_mean`` / ``*_std`` over trials, and ``step`` (the early-stop iteration).
 
@@ -62,6 +65,8 @@ class MetricSpec:
     columns: tuple[Column, ...]
     early_stop: str = "val_loss"
     mode: str = "min"
+    # (key, value) pairs the run records with its metrics, e.g. sacrebleu's signature of BLEU and chrF
+    notes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.mode not in MODES or any(c.mode not in MODES for c in self.columns):
@@ -81,7 +86,8 @@ class MetricSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "MetricSpec":
         cols = tuple(Column(**{**c, "show": tuple(c.get("show", ("es",)))}) for c in d["columns"])
-        return cls(tuple(d["metrics"]), cols, d.get("early_stop", "val_loss"), d.get("mode", "min"))
+        return cls(tuple(d["metrics"]), cols, d.get("early_stop", "val_loss"), d.get("mode", "min"),
+                   tuple(tuple(n) for n in d.get("notes", ())))
 
 
 ACC = Column("test_acc", "test acc", " (%)", 100.0, ".2f", "max", ("es", "final"),

@@ -59,20 +59,28 @@ class Group:
     names: list = field(default_factory=list)  # muon: which tensors are embeddings (AdamW) or matrices
     transposed: list = field(default_factory=list)  # muon: names stored [..., in, out]
     matrix_lr: float | None = None  # muon: the matrices' rate (lr: the rest)
+    betas: list | None = None  # adam, adamw: (beta1, beta2); None: torch's default (0.9, 0.999)
 
     @property
     def elementwise(self) -> bool:
         return self.optimizer in ELEMENTWISE
 
 
+def _betas(g: Group) -> dict:
+    """Adam's betas when the config gives them (``Config.betas``; Transformers: (0.9, 0.98))."""
+    return {} if g.betas is None else {"betas": (float(g.betas[0]), float(g.betas[1]))}
+
+
 @OPTIMIZERS.register("adam")
 def _adam(g: Group) -> torch.optim.Optimizer:
-    return torch.optim.Adam(g.params, lr=g.lr, weight_decay=g.weight_decay, **({"fused": True} if g.fused else {}))
+    return torch.optim.Adam(g.params, lr=g.lr, weight_decay=g.weight_decay, **_betas(g),
+                            **({"fused": True} if g.fused else {}))
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(g: Group) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(g.params, lr=g.lr, weight_decay=g.weight_decay, **({"fused": True} if g.fused else {}))
+    return torch.optim.AdamW(g.params, lr=g.lr, weight_decay=g.weight_decay, **_betas(g),
+                             **({"fused": True} if g.fused else {}))
 
 
 @OPTIMIZERS.register("sgd")

@@ -88,6 +88,14 @@ class Config:
     temperature_final: float | None = None  # ste: T at the last step (geometric annealing)
     threshold: float | None = None  # ste: tau in (0, 1), not 0.5; the score threshold is T * logit(tau)
     density_penalty: float | None = None  # ste, bernoulli: pull of each layer's density to the target
+    # adam/adamw (beta1, beta2); None: torch's (0.9, 0.999). The translation presets: (0.9, 0.98)
+    betas: list | None = None
+    # translation (dataset "translation", lth.tasks.translate; tokenizer "unigram<N>")
+    reverse: bool | None = None  # Spanish -> English instead of English -> Spanish
+    label_smoothing: float | None = None  # of the training loss (None: 0)
+    beam: int | None = None  # the test split's beam size (None: 4); the dev split is decoded greedily
+    train_pairs: int | None = None  # train (and fit the tokenizer) on the first N training pairs only
+    eval_pairs: int | None = None  # evaluate on the first N dev and test pairs only
     # execution
     batched: bool = True
     device: str = "auto"
@@ -156,6 +164,15 @@ def _tracks() -> dict[str, dict]:
 # the language models (lth.lm_presets), the CNN track (lth.cnn_presets), and the BERT track (lth.bert_presets:
 # bert_*_cpu when all-MiniLM-L6-v2 is installed)
 PRESETS.update(_tracks())
+
+
+def _translation() -> dict[str, dict]:
+    from .translation_presets import presets
+
+    return presets()
+
+
+PRESETS.update(_translation())  # the translation track: translation_* (lth.translation_presets)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 
@@ -349,6 +366,9 @@ def validate(cfg: Config) -> Config:
          f"milestones must be positive step counts, got {cfg.milestones}")
     need(cfg.seq_len is None or cfg.seq_len >= 1, f"seq_len must be >= 1, got {cfg.seq_len}")
     need(cfg.eval_tokens is None or cfg.eval_tokens >= 1, f"eval_tokens must be >= 1, got {cfg.eval_tokens}")
+    need(cfg.betas is None or (len(cfg.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in cfg.betas)),
+         f"betas must be two numbers in [0, 1), got {cfg.betas}")
+    need(cfg.betas is None or cfg.optimizer in ("adam", "adamw"), f"betas are for adam and adamw, not {cfg.optimizer}")
     check_device(cfg.device)
     if cfg.data_dir is not None:
         need(Path(cfg.data_dir).is_dir(), f"data_dir {cfg.data_dir} is not a directory")

@@ -43,6 +43,7 @@ class TrainSpec:
     gamma: float | None = None  # lr_schedule "step": the factor (default 0.1)
     test_at: str | None = None  # "best": the test split at the early-stop state and the end only (lth.best)
     early_stop: tuple = ("val_loss", "min")  # the task's early-stop column and mode (lth.metrics)
+    betas: list | None = None  # adam/adamw: (beta1, beta2); None: torch's (0.9, 0.999)
 
     @classmethod
     def from_config(cls, cfg) -> "TrainSpec":
@@ -75,14 +76,14 @@ def optim_groups(model, spec: TrainSpec) -> list:
     transposed = [n for n, t in zip(model.names, model.transposed) if t]
     if not spec.weight_decay or spec.optimizer == "muon":  # muon sorts its own groups
         return [Group(list(model.stacked), spec.optimizer, spec.lr, spec.weight_decay, spec.momentum, fused=True,
-                      names=list(model.names), transposed=transposed, matrix_lr=spec.matrix_lr)]
+                      names=list(model.names), transposed=transposed, matrix_lr=spec.matrix_lr, betas=spec.betas)]
     from .models import param_groups
 
     # weight decay only where the model says so (lth.models.param_groups: not on norms and biases)
     no_decay = set(param_groups(model.base)["no_decay"])
     by_name = dict(zip(model.names, model.stacked))
     return [Group([by_name[n] for n in model.names if (n in no_decay) == nd], spec.optimizer, spec.lr,
-                  0.0 if nd else spec.weight_decay, spec.momentum, fused=True) for nd in (False, True)]
+                  0.0 if nd else spec.weight_decay, spec.momentum, fused=True, betas=spec.betas) for nd in (False, True)]
 
 
 @contextlib.contextmanager
@@ -145,19 +146,23 @@ def data_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 class Batches:
-    """Index batches [M, B] for step t: member m's epoch permutation, drop-last."""
+    """Index batches [M, B] for step t: member m's epoch permutation, drop-last.
 
-    def __init__(self, seeds: list[int], n: int, batch_size: int):
+    ``order(seed, epoch, n, batch_size)``: the permutation instead of :func:`data_order` (a task's
+    ``data_order``, e.g. translation's length buckets: each slice of ``batch_size`` is one bucket)."""
+
+    def __init__(self, seeds: list[int], n: int, batch_size: int, order: Callable | None = None):
         if batch_size > n:
             raise ConfigError(f"batch_size {batch_size} exceeds the {n} training examples")
         self.seeds, self.n, self.b = seeds, n, batch_size
+        self.order = order or (lambda seed, epoch, n, b: data_order(seed, epoch, n))
         self.per_epoch = n // batch_size
         self._epoch, self._perm = None, None
 
     def __call__(self, step: int) -> torch.Tensor:
         epoch, i = divmod(step, self.per_epoch)
         if epoch != self._epoch:
-            self._perm = torch.from_numpy(np.stack([data_order(s, epoch, self.n) for s in self.seeds]))
+            self._perm = torch.from_numpy(np.stack([self.order(s, epoch, self.n, self.b) for s in self.seeds]))
             self._epoch = epoch
         return self._perm[:, i * self.b : (i + 1) * self.b]
 
@@ -277,7 +282,7 @@ def train(
         model = DDP(ens, device_ids=None if dev.type == "cpu" else [ctx.local_rank])
     if spec.compile or (spec.compile is None and dev.type == "cuda"):
         model = CompiledOrEager(model)
-    batches = Batches(seeds, task.train_size, spec.batch_size)
+    batches = Batches(seeds, task.train_size, spec.batch_size, getattr(task, "data_order", None))
     if spec.batch_size % (spec.grad_accum * ctx.world):
         raise ConfigError(f"batch_size {spec.batch_size} is not divisible by grad_accum x processes "
                           f"= {spec.grad_accum * ctx.world}")

@@ -25,7 +25,9 @@ size is exactly ``1024 + 2 * count``. :func:`encode_corpus` writes a directory::
 which :func:`load_tokens` reads back. ``load_tokens()`` with no directory encodes the embedded corpus in
 memory: at the byte level, or with ``tokenizer="bpe1024"`` (any ``bpe<N>``) with a SentencePiece model
 trained on its training split on the spot (:func:`embedded_tokenizer`: one thread, about 0.3 s, the same
-model every time), so a run, a ticket or ``lth generate`` on the embedded corpus never needs a file. Every problem with a user's file is a one-line
+model every time), so a run, a ticket or ``lth generate`` on the embedded corpus never needs a file.
+:func:`tokenizer_model` also fits unigram models, jointly on several texts, with pad/bos/eos ids: the
+translation track's vocabulary (``lth.data.parallel.joint_tokenizer``). Every problem with a user's file is a one-line
 :class:`lth.errors.DataError` naming the file.
 """
 
@@ -38,6 +40,7 @@ import os
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -204,8 +207,15 @@ def train_tokenizer(
     return path
 
 
-def tokenizer_model(text: str, vocab_size: int, *, num_threads: int | None = None, where: str = "text") -> bytes:
-    """The serialized SentencePiece BPE model trained on ``text`` (each line one sentence).
+def tokenizer_model(text: str | Sequence[str], vocab_size: int, *, num_threads: int | None = None, where: str = "text",
+                    model_type: str = "bpe", specials: bool = False) -> bytes:
+    """The serialized SentencePiece model trained on ``text`` (each line one sentence).
+
+    ``text`` may be several texts (a sequence of strings): their lines are one training set, so the
+    model is a JOINT vocabulary (the translation track's source and target languages).
+    ``model_type``: ``"bpe"`` (the language models) or ``"unigram"`` (the translation track, as Brix
+    et al.'s sentencepiece vocabulary). ``specials``: ids 1, 2, 3 are ``<pad>``, ``<s>`` (bos) and
+    ``</s>`` (eos), so the bytes are ids 4-259 (sequence-to-sequence models need the three).
 
     Options: BPE, ``byte_fallback``, identity normalisation, no dummy prefix, whitespace kept as is
     (whitespace-only pieces allowed), digits split, only the ``<unk>`` special piece (id 0), so ids
@@ -213,9 +223,13 @@ def tokenizer_model(text: str, vocab_size: int, *, num_threads: int | None = Non
     same bytes (a test checks it), which lets a run on the embedded corpus rebuild its tokenizer
     instead of storing it (:func:`embedded_tokenizer`).
     """
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 260 <= vocab_size <= MAX_VOCAB:
-        raise ConfigError(f"vocab_size must be an integer in [260, {MAX_VOCAB}], got {vocab_size!r}")
-    sentences = [s for s in text.split("\n") if s]
+    low = 264 if specials else 260
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not low <= vocab_size <= MAX_VOCAB:
+        raise ConfigError(f"vocab_size must be an integer in [{low}, {MAX_VOCAB}], got {vocab_size!r}")
+    if model_type not in ("bpe", "unigram"):
+        raise ConfigError(f"model_type must be bpe or unigram, got {model_type!r}")
+    texts = [text] if isinstance(text, str) else list(text)
+    sentences = [s for t in texts for s in t.split("\n") if s]
     if not sentences:
         raise DataError(f"{where}: no text to train a tokenizer on")
     spm = _sentencepiece()
@@ -224,7 +238,7 @@ def tokenizer_model(text: str, vocab_size: int, *, num_threads: int | None = Non
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
             model_writer=model,
-            model_type="bpe",
+            model_type=model_type,
             vocab_size=vocab_size,
             byte_fallback=True,
             character_coverage=0.9995,
@@ -235,9 +249,7 @@ def tokenizer_model(text: str, vocab_size: int, *, num_threads: int | None = Non
             split_digits=True,
             max_sentence_length=1 << 20,
             unk_id=0,
-            bos_id=-1,
-            eos_id=-1,
-            pad_id=-1,
+            **(dict(pad_id=1, bos_id=2, eos_id=3) if specials else dict(bos_id=-1, eos_id=-1, pad_id=-1)),
             num_threads=num_threads or min(4, os.cpu_count() or 1),
             minloglevel=2,
         )

@@ -26,7 +26,8 @@ defining the method (or attribute) of the same name:
 
 Image entries take the task's example shape ``(C, H, W)``; ``check`` refuses unknown ``model_args``
 and bad values in one line (``lenet_300_100``: ``hidden``; ``resnet20``: ``width``, the first
-stage's filters, 16 by default; the others take none).
+stage's filters, 16 by default; the others take none). The translation models ``seq2seq_tiny``,
+``seq2seq_cpu``, ``seq2seq_base`` (``lth.models.seq2seq``) take ``inputs="pairs"``: ``(src, tgt)`` token ids.
 """
 
 from __future__ import annotations
@@ -79,14 +80,19 @@ def _lenet(shape, num_classes, **kw):
 
 
 def _check_gpt(args: dict) -> None:
-    from dataclasses import fields
-
     from .gpt import GPTConfig
 
-    types = {f.name: str(f.type) for f in fields(GPTConfig)}
+    _check_fields(GPTConfig, "GPT", args)
+
+
+def _check_fields(config, label: str, args: dict, computed: tuple[str, ...] = ()) -> None:
+    """``args`` name fields of the dataclass ``config`` (not the ``computed`` ones) with values of their types."""
+    from dataclasses import fields
+
+    types = {f.name: str(f.type) for f in fields(config) if f.name not in computed}
     unknown = sorted(set(args) - set(types))
     if unknown:
-        raise ConfigError(f"model_args {unknown} unknown to GPT (it takes: {', '.join(types)})")
+        raise ConfigError(f"model_args {unknown} unknown to {label} (it takes: {', '.join(types)})")
     for k, v in args.items():
         t = types[k]
         if v is None and "None" in t:
@@ -190,6 +196,27 @@ def _check_bert(args: dict) -> None:
 # directory (model_args pretrained; default all-MiniLM-L6-v2), θ0 from weights=checkpoint:DIR/model.safetensors.
 # Inputs "ids_mask": keyword inputs input_ids and attention_mask [B, T] (and mlm_positions for the MLM head).
 MODELS.register("bert")(ModelEntry("bert", _bert, "ids_mask", check=_check_bert))
+
+def _check_seq2seq(args: dict) -> None:
+    from .seq2seq import Seq2SeqConfig
+
+    _check_fields(Seq2SeqConfig, "seq2seq", args, computed=("vocab_size",))
+
+
+def _seq2seq(size):
+    def make(shape, num_classes, **kw):
+        from . import seq2seq
+
+        _check_seq2seq(kw)
+        return seq2seq.build(shape, num_classes, size=size, **kw)
+
+    return make
+
+
+# The translation track (issue 12, Brix et al. 2020): pre-LN encoder-decoder Transformers over sentence
+# pairs (inputs "pairs": source and target token ids), sizes in lth.models.seq2seq.SIZES.
+for _size in ("tiny", "cpu", "base"):
+    MODELS.register(f"seq2seq_{_size}")(ModelEntry(f"seq2seq_{_size}", _seq2seq(_size), "pairs", check=_check_seq2seq))
 
 
 def entry(name: str) -> ModelEntry:

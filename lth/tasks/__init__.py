@@ -1,7 +1,8 @@
 """Tasks: data + loss + metrics for one kind of problem. A task knows nothing about pruning.
 
 Registry ``TASKS``, keyed by the config's ``dataset`` (``mnist``, ``fashion-mnist``, ``fashion-mnist-32``,
-``cifar10``, ``text``; the BERT track's ``bert_bbc``, ``bert_fortunes``, ``bert_mlm`` in ``bert_tasks.py``). A new track adds a file here and one ``TASKS.register`` call; nothing else
+``cifar10``, ``text``, ``translation``; the BERT track's ``bert_bbc``, ``bert_fortunes``, ``bert_mlm`` in ``bert_tasks.py``).
+A new track adds a file here and one ``TASKS.register`` call; nothing else
 dispatches on a dataset name.
 
 Contract of an entry (:class:`TaskEntry`):
@@ -11,7 +12,8 @@ Contract of an entry (:class:`TaskEntry`):
   ``classes`` is the number of classes or the vocabulary size.
 - ``metrics``: a :class:`lth.metrics.MetricSpec`: the ``results.csv`` columns the task writes,
   which one early-stops and in which direction, and the headline column of tables and plots.
-- ``inputs``: the kind of example the task feeds a model (``"image"``, ``"tokens"``); a model entry
+- ``inputs``: the kind of example the task feeds a model (``"image"``, ``"tokens"``, ``"pairs"``: source
+  and target token ids, translation); a model entry
   (``lth.models.MODELS``) names the kind it takes, and a config whose two kinds differ is refused.
 - ``needs_data_dir``: the task has no embedded copy of its data.
 - ``ticket_meta(cfg) -> dict``: what a packed ticket records to check, when it is evaluated, that
@@ -30,6 +32,9 @@ Contract of a task instance:
   which the trainer seeds from (member seeds, step, micro-batch, rank) for that step alone
   (``lth.train.step_rng``): the same batches every run, and a resumed run sees what the killed one
   would have.
+- ``data_order(seed, epoch, n, batch_size) -> permutation`` (optional): the task's own per-member
+  order instead of ``lth.train.data_order`` (translation: length-bucketed batches); a function of
+  (seed, epoch) like it, so a resumed run sees the same batches.
 - ``loss(out, y) -> scalar``: the sum over members of each member's mean loss (so each member gets
   exactly its own gradient).
 - ``evaluate(forward, members, split, *, rank=0, world=1) -> sums``: per-member SUMS over this
@@ -247,6 +252,77 @@ def _text_ticket_meta(cfg) -> dict:
 
 TASKS.register("text")(TaskEntry("text", _text_load, _text_shape, TEXT_METRICS, "tokens", check=_text_check,
                                  ticket_meta=_text_ticket_meta))
+
+
+# --- translation (issue 12) -------------------------------------------------------------------------
+
+def _translation_metrics() -> MetricSpec:
+    from ..metrics import Column
+
+    bleu = Column("test_bleu", "test BLEU", "", 1.0, ".2f", "max", ("es", "final"), "bleu_vs_remaining.png",
+                  "Test BLEU at early stop (sacrebleu)")
+    chrf = Column("test_chrf", "test chrF", "", 1.0, ".2f", "max", ("es",))
+    val = Column("val_bleu", "dev BLEU", "", 1.0, ".2f", "max", ("es", "best"))
+    try:
+        from .translate import signatures
+
+        notes = signatures()
+    except ConfigError:  # sacrebleu missing: the task refuses to load, the registry still imports
+        notes = ()
+    return MetricSpec(("val_loss", "val_bleu", "val_chrf", "test_loss", "test_bleu", "test_chrf"), (bleu, chrf, val),
+                      early_stop="val_bleu", mode="max", notes=notes)
+
+
+def _translation_data(cfg):
+    """(the corpus with the training split cut to ``train_pairs``, its joint tokenizer)."""
+    import dataclasses
+
+    from ..data.parallel import joint_tokenizer, load_parallel, parse_vocab
+
+    data = load_parallel(cfg.data_dir, reverse=bool(cfg.reverse))
+    data = dataclasses.replace(data, train=data.train.head(cfg.train_pairs))
+    tok = joint_tokenizer(data.train, parse_vocab(cfg.tokenizer))
+    return dataclasses.replace(data, tokenizer_sha256=tok.sha256), tok  # lth.pack.evaluate checks it
+
+
+def _translation_load(cfg, device):
+    from .translate import Translation
+
+    data, tok = _translation_data(cfg)
+    return Translation(data, tok, label_smoothing=cfg.label_smoothing or 0.0, beam=cfg.beam or 4,
+                       eval_pairs=cfg.eval_pairs).to(device)
+
+
+def _translation_shape(cfg) -> Shape:
+    from ..data.parallel import parse_vocab
+
+    return (2,), parse_vocab(cfg.tokenizer)
+
+
+def _translation_check(cfg) -> None:
+    from ..data.parallel import parse_vocab
+
+    parse_vocab(cfg.tokenizer)
+    if cfg.train_images is not None:
+        raise ConfigError("train_images is for the image tasks; translation takes train_pairs")
+    _no_augment(cfg)
+    for k in ("train_pairs", "eval_pairs", "beam"):
+        v = getattr(cfg, k)
+        if v is not None and v < 1:
+            raise ConfigError(f"{k} must be >= 1, got {v}")
+    if cfg.label_smoothing is not None and not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing must be in [0, 1), got {cfg.label_smoothing}")
+
+
+def _translation_ticket_meta(cfg) -> dict:
+    """The joint tokenizer is rebuilt from the corpus, not shipped: record its hash to check."""
+    return {"tokenizer_sha256": _translation_data(cfg)[1].sha256}
+
+
+# Sentence pairs (lth.data.parallel; data_dir: a directory with one ref<TAB>en<TAB>es TSV, None: the embedded
+# Bible pairs) in a joint unigram vocabulary (tokenizer "unigram<N>"); BLEU/chrF in finalize (lth.tasks.translate).
+TASKS.register("translation")(TaskEntry("translation", _translation_load, _translation_shape, _translation_metrics(),
+                                        "pairs", check=_translation_check, ticket_meta=_translation_ticket_meta))
 
 
 # --- the BERT track (issue 13): text classification and masked LM, lth.tasks.bert_tasks ---------------

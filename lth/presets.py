@@ -156,23 +156,15 @@ PRESETS: dict[str, dict] = {
 
 
 def _tracks() -> dict[str, dict]:
-    from . import bert_presets, cnn_presets, lm_presets
+    from . import bert_presets, cnn_presets, lm_presets, translation_presets
 
-    return {**lm_presets.presets(), **cnn_presets.presets(), **bert_presets.presets()}
+    return {**lm_presets.presets(), **cnn_presets.presets(), **translation_presets.presets(),
+            **bert_presets.presets()}
 
 
-# the language models (lth.lm_presets), the CNN track (lth.cnn_presets), and the BERT track (lth.bert_presets:
-# bert_*_cpu when all-MiniLM-L6-v2 is installed)
+# the language models (lth.lm_presets), the CNN track (lth.cnn_presets), translation (lth.translation_presets)
+# and BERT (lth.bert_presets: bert_*_cpu when all-MiniLM-L6-v2 is installed)
 PRESETS.update(_tracks())
-
-
-def _translation() -> dict[str, dict]:
-    from .translation_presets import presets
-
-    return presets()
-
-
-PRESETS.update(_translation())  # the translation track: translation_* (lth.translation_presets)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 

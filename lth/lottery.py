@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from . import branches, models, sources, tasks
+from . import branches, gradual, models, sources, tasks
 from . import dist as D
 from . import masks as M
 from . import metrics as metric_spec
@@ -99,6 +99,8 @@ def resolve(cfg: Config, train_size: int) -> Config:
         cfg = dataclasses.replace(cfg, iterations=max(1, round(cfg.epochs * (train_size // cfg.batch_size))))
     if cfg.batch_size > train_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training split ({train_size} examples)")
+    if cfg.sparsities is not None:  # lth.gradual: one level per target sparsity
+        cfg = dataclasses.replace(cfg, levels=len(cfg.sparsities))
     if cfg.rewind_step >= cfg.iterations:
         raise ConfigError(f"rewind_step {cfg.rewind_step} must be below iterations {cfg.iterations}")
     return cfg
@@ -134,10 +136,18 @@ class Lottery:
         """Trial t's starting weights, from the config's weight source (``lth.sources``)."""
         return self.source.theta0(self.cfg, self.source_arg, self.template, self.seeds[t], t)
 
-    def rewind_point(self, t: int) -> dict[str, torch.Tensor]:
-        if self.cfg.rewind_step == 0:
+    def rewind_point(self, t: int, level: int = 1) -> dict[str, torch.Tensor]:
+        """The weights level ``level`` resets to: θ0, the dense run's θk, or (``rewind_from="previous"``)
+        θk of its source level's run, pruned entries filled from the dense θk (``lth.gradual``)."""
+        src = gradual.source(self.cfg, level)
+        if self.cfg.rewind_step == 0 or (src == 0 and gradual.is_gradual(self.cfg, level)):
             return self.theta0(t)
-        return checkpoints.read_rewind(self.run.path, t)
+        dense = checkpoints.read_rewind(self.run.path, t)
+        if self.cfg.rewind_from != "previous" or src == 0:
+            return dense
+        own = checkpoints.read_rewind(self.run.level_dir(src), t)
+        mask = self.checkpoint(src, "ticket", t)["mask"]
+        return {n: torch.where(mask[n], v, dense[n]) if n in mask else v for n, v in own.items()}
 
     def checkpoint(self, level: int, experiment: str, t: int) -> dict[str, dict[str, torch.Tensor]]:
         path = checkpoints.member_path(self.run.path, level, experiment, t)
@@ -150,6 +160,9 @@ class Lottery:
             return {n: m.clone() for n, m in self.ticket.masks.items()}
         if level == 0:
             return {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.theta0(t).items() if n in self.names}
+        if gradual.is_gradual(self.cfg, level):  # pruned while it trains, from its source level's masks
+            return self.ticket_masks(0, t) if gradual.source(self.cfg, level) == 0 else \
+                self.checkpoint(gradual.source(self.cfg, level), "ticket", t)["mask"]
         src = self.pruning.source(level)
         if src is None:  # a score at init (snip, grasp, synflow): from θ0, one-shot to this level
             return self.pruning.at_init_masks(self.theta0(t), level, self.seeds[t], self.task)
@@ -159,7 +172,8 @@ class Lottery:
     def reset_kind(self, level: int) -> str:
         """How the ticket's reset weights come back in a packed ticket: ``seed`` (from the trial seed),
         ``source`` (from the weight source's verified file) or ``stored`` (θk, a retrained ticket's)."""
-        if (level == 0 and self.ticket is not None) or (level > 0 and self.cfg.rewind_step > 0):
+        from_theta0 = level == 0 or (gradual.is_gradual(self.cfg, level) and gradual.source(self.cfg, level) == 0)
+        if (level == 0 and self.ticket is not None) or (not from_theta0 and self.cfg.rewind_step > 0):
             return "stored"
         return ("seed" if self.source.name == "seed" else "source") if self.source.regenerates else "stored"
 
@@ -174,13 +188,14 @@ class Lottery:
         out = []
         for t, seed in enumerate(self.seeds):
             m = {n: D.broadcast(v, self.ctx) for n, v in self.ticket_masks(level, t).items()}
-            reset = self.theta0(t) if level == 0 else self.rewind_point(t)
+            reset = self.theta0(t) if level == 0 else self.rewind_point(t, level)
             if level == 0 and self.ticket is not None:
                 from .ticket import build_model
 
                 reset = {n: p.detach().clone() for n, p in build_model(self.ticket).named_parameters()}
             ctx = BranchContext(m, reset, seed, level, self.template, self.cfg.init)
-            for name in ["ticket"] + ([] if level == 0 else list(self.cfg.controls)):
+            controls = [] if level == 0 or gradual.is_gradual(self.cfg, level) else list(self.cfg.controls)
+            for name in ["ticket"] + controls:
                 branch = branches.BRANCHES.get(name)
                 masks, start = branch(ctx)
                 out.append(Member(name, t, masks, start, *self._weights_meta(branch, ctx, level)))
@@ -190,10 +205,12 @@ class Lottery:
 
     def train_level(self, level: int) -> None:
         members = self.members(level)
-        start = 0 if level == 0 else self.cfg.rewind_step
+        cfg = self.cfg
+        start = 0 if level == 0 or cfg.restart_schedule else cfg.rewind_step
         if level == 0 and self.ticket is not None:
             start = int(self.ticket.meta.get("rewind_step", 0))  # a rewound ticket resumes at step k
-        capture = (self.cfg.rewind_step,) if level == 0 and self.cfg.rewind_step > 0 and self.ticket is None else ()
+        keeps_k = level == 0 or (cfg.rewind_from == "previous" and start < cfg.rewind_step)
+        capture = (cfg.rewind_step,) if keeps_k and cfg.rewind_step > 0 and self.ticket is None else ()
         groups = [members] if self.cfg.batched else [[m] for m in members]
         remaining = M.remaining(members[0].masks)
         rows: list[dict] = []
@@ -208,15 +225,18 @@ class Lottery:
         rewind = {}
         for group in groups:
             partial = len(groups) == 1  # mid-level snapshots for the batched (one-group) case
-            finals, captured = self._train_group(group, level, start, capture, rows, bar, partial=partial)
-            for mem, final in zip(group, finals):
+            finals, captured, found = self._train_group(group, level, start, capture, rows, bar, partial=partial)
+            for i, (mem, final) in enumerate(zip(group, finals)):
+                if found is not None:  # a gradual level's masks came out of training
+                    mem.masks = found.member_masks(i)
                 self._save_member(level, mem, final)
             for i, mem in enumerate(group):
                 for n, v in captured.get(self.cfg.rewind_step, [{}] * len(group))[i].items():
                     rewind[f"trial{mem.trial}.{n}"] = v
         bar.close()
-        if rewind and self.ctx.main:
-            atomic_save_tensors(rewind, self.run.path / "rewind.safetensors")
+        if rewind and self.ctx.main:  # the dense run's θk at the run's root, a later level's in its directory
+            where = self.run.path if level == 0 else self.run.level_dir(level)
+            atomic_save_tensors(rewind, where / "rewind.safetensors")
         self.run.replace_level_rows(level, rows)
         self.run.mark_done(level)
         self._drop_snapshot(level)
@@ -235,11 +255,18 @@ class Lottery:
         ens = Ensemble(self.template, [g.reset for g in group]).to(dev)
         masks = M.stack([{n: v.to(dev) for n, v in g.masks.items()} for g in group])
         remaining = [M.remaining(g.masks) for g in group]
+        hooks = None
+        if gradual.is_gradual(self.cfg, level):
+            hooks = gradual.GradualPruning(ens, masks, gradual.schedule(self.cfg, level, start, self.spec.iterations),
+                                           self.cfg.prune_scope)
+            remaining = [gradual.density(self.cfg, level)] * len(group)
 
         def on_eval(step, metrics):
             for i, g in enumerate(group):
                 row = {"experiment": g.experiment, "trial": g.trial, "level": level,
                        "remaining": round(remaining[i], 6), "step": step}
+                if self.cfg.method is not None:  # lth.gradual: the method's label, a control's branch name
+                    row["method"] = self.cfg.method if g.experiment == "ticket" else g.experiment
                 row.update({k: round(float(v[i]), 6) for k, v in metrics.items()})
                 rows.append(row)
             tickets = [i for i, g in enumerate(group) if g.experiment == "ticket"] or [0]
@@ -266,13 +293,13 @@ class Lottery:
             captured = train(
                 ens, masks, self.task, self.spec, [self.seeds[g.trial] for g in group],
                 start=start, capture=capture, on_eval=on_eval, ctx=self.ctx, progress=bar,
-                snapshot=snapshot, resume=resume, on_test=on_test,
+                snapshot=snapshot, resume=resume, on_test=on_test, hooks=hooks,
             )
         except NonFiniteLoss as e:  # the level is not marked done
             who = "" if e.member is None else f"{group[e.member].experiment} trial {group[e.member].trial}, "
             raise NonFiniteLoss(f"level {level}, {who}{e}", e.step, e.member) from None
         finals = [ens.member_state(i) for i in range(len(group))]
-        return finals, captured
+        return finals, captured, hooks
 
     def _save_member(self, level: int, mem: Member, final: dict) -> None:
         if not self.ctx.main:

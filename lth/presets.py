@@ -69,6 +69,14 @@ class Config:
     schedule: str = "iterative"  # or "oneshot": level L prunes the dense net straight to level L's sparsity
     rewind_step: int = 0
     controls: list = field(default_factory=list)  # lth.branches.BRANCHES names: reinit, random, constant, ...
+    # lth.gradual (Brix et al. 2020): target sparsity per level, levels pruned while training (MP),
+    # θk from the previous level's run, the schedule restarted at every level, a method label
+    sparsities: list | None = None
+    gradual_levels: list | None = None
+    gradual_end: float | None = None  # gradual levels: pruning ends at this fraction of training (None: 0.8)
+    rewind_from: str = "dense"
+    restart_schedule: bool = False
+    method: str | None = None
     trials: int = 1
     seed: int = 0
     # New fields default to None: a run directory's config.json from before them still resumes.
@@ -388,7 +396,10 @@ def validate(cfg: Config) -> Config:
              f"train_levels must be levels in 1..{cfg.levels}, got {cfg.train_levels}")
         need(at_init or cfg.schedule == "oneshot", "train_levels needs a criterion at init (snip, grasp, "
              "synflow) or schedule oneshot: an iterative level prunes the level before it")
+    from . import gradual
     from .sources import check as check_weights
+
+    gradual.check(cfg)
 
     check_weights(cfg)
     return cfg

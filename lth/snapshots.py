@@ -100,6 +100,7 @@ class Snapshots:
                 tensors.update({f"best.{i}.{n}": v for n, v in (m or {}).items()})
             extra["best"] = {"steps": best["steps"], "values": [v if v == v and abs(v) != float("inf") else None
                                                                 for v in best["values"]]}
+        tensors.update({f"hook.{k}": v.detach().cpu().contiguous() for k, v in state.get("hook", {}).items()})
         atomic_save_tensors(tensors, self.tensors)
         atomic_write_json(self.meta, {"step": step, "train_seconds": state["train_seconds"], "optimizer": opt_meta,
                                       "rows": json.loads(json.dumps(rows)), "captured": sorted(state["captured"]),
@@ -138,6 +139,9 @@ class Snapshots:
                                  "states": [{k.split(".", 2)[2]: v for k, v in tensors.items()
                                              if k.startswith(f"best.{i}.")} if s >= 0 else None
                                             for i, s in enumerate(b["steps"])]}
+            hook = {k[5:]: v for k, v in tensors.items() if k.startswith("hook.")}
+            if hook:  # a stateful training hook's tensors (lth.gradual's masks)
+                state["hook"] = hook
             step, rows = int(m["step"]), list(m["rows"])
             # last: the model changes only once everything else has been read
             load_training_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("state.")})

@@ -108,7 +108,15 @@ class Hooks:
     forms the outputs (e.g. weights formed from masks first); ``extra_loss()`` a term added to the task's
     loss (e.g. a density pull) or None; ``end_step(step)`` after the optimizer step: new stacked masks
     when they changed (gradual pruning), else None; ``metrics(m)`` adds to an evaluation's metrics.
+    A stateful hook returns its tensors from ``state_dict()`` (kept in mid-level snapshots) and takes
+    them back in ``load_state_dict(state)``, which returns the stacked masks to resume under (or None).
     """
+
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, state: dict):
+        return None
 
     def begin_step(self, step: int, at: int) -> None:
         pass
@@ -292,6 +300,10 @@ def train(
         opt.load_state_dict(resume["optimizer"])
         clock.spent = float(resume["train_seconds"])
         captured.update(resume.get("captured", {}))
+        if resume.get("hook"):  # a stateful hook (gradual pruning): its masks at the snapshot
+            restored = hooks.load_state_dict(resume["hook"])
+            if restored is not None:
+                fmasks, dynamic = float_masks(restored), True
 
     reported: list[int] = []
     best = None
@@ -322,8 +334,10 @@ def train(
         if step % spec.eval_every == 0:
             report(step)
             if snapshot is not None and step > start:
+                hook_state = hooks.state_dict()
                 snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured,
-                                **({"best": best.state()} if best is not None else {})})
+                                **({"best": best.state()} if best is not None else {}),
+                                **({"hook": hook_state} if hook_state else {})})
         clock.start()
         elapsed = clock.elapsed() if spec.max_minutes else 0.0  # only a budget needs the clock (and its all-reduce)
         # the budget never stops a run before its capture steps (the rewind point must exist)

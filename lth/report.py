@@ -15,7 +15,9 @@ None means the legacy spec for the rows at hand.
 The plots are :mod:`lth.plots` (re-exported here). Every file is written atomically (temp file +
 ``os.replace``). A run analysed by ``lth instability`` (``instability/level_LL/instability.json``,
 :mod:`lth.instability`) also gets :func:`instability_report`: per k the error barrier and the copies'
-errors, and the suggested ``--rewind-step``.
+errors, and the suggested ``--rewind-step``. A run whose headline is ``test_bleu`` (translation) also
+gets :mod:`lth.translation_report`'s BLEU-vs-sparsity figure and table, per pruning method (the
+optional string column ``method``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ SUMMARY = "summary.json"
 KEYS = ("experiment", "trial", "level", "remaining", "step")
 REQUIRED = KEYS + ("val_loss", "val_acc", "test_acc")  # without a metric spec (older runs)
 INT_COLUMNS = ("trial", "level", "step")
+STR_COLUMNS = ("experiment", "method")  # method: the pruning method (translation runs; optional)
 BPB = "val_bpb"
 
 
@@ -57,13 +60,14 @@ def _parse_int(text: str) -> int:
 
 
 def _parse_cell(column: str, text: str | None):
-    """Convert one CSV cell: ints for trial/level/step, floats for numbers, else the string."""
+    """Convert one CSV cell: ints for trial/level/step, strings for experiment/method, floats for
+    numbers, else the string."""
     if text is None:
         return None
     text = text.strip()
     if text == "":
         return None
-    if column == "experiment":
+    if column in STR_COLUMNS:
         return text
     if column in INT_COLUMNS:
         return _parse_int(text)
@@ -357,7 +361,12 @@ def report(run_dir, *, write_json=True) -> str:
             doc["metrics"] = recorded.to_dict()
         text = json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
         atomic_write_bytes(run_dir / SUMMARY, text.encode("utf-8"))
-    return format_table(summary, title=name, spec=spec)
+    table = format_table(summary, title=name, spec=spec)
+    if spec.headline == "test_bleu":  # translation: BLEU per pruning method, lth.translation_report
+        from lth.translation_report import write_outputs
+
+        table += "\n" + write_outputs(rows, spec, run_dir, title=name)
+    return table
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ DOC = {
     "rewind_step": "rewind survivors to their weights at step K (and resume the LR schedule there, with a "
                    "fresh optimizer: no momentum carried over)",
     "train_images": "image tasks: train on the first N training images only",
+    "sparsities": "target sparsity per level, e.g. 0.5,0.8,0.9 (levels = their count; every tensor alike)",
+    "method": "lt, slt, mp, slt_mp, mp_slt (Brix et al. 2020, lth.gradual; needs --sparsities), or any label",
+    "gradual_levels": "levels pruned while they train (magnitude, cubic schedule) instead of at their start",
+    "rewind_from": "dense: θk of the level-0 run (Frankle et al.); previous: of the level before's run (Brix et al.)",
+    "restart_schedule": "every level runs the whole schedule from step 0, warmup included (true/false)",
     "test_at": "every (default): test split at each evaluation; best: at early stop and at the end only",
     "model_args": "model constructor arguments, e.g. hidden=300:100 (a list) or n_layer=2, or JSON",
     "schedule": "iterative, or oneshot (prune the dense net straight to each level's sparsity)",

@@ -25,8 +25,20 @@ Specification (the ``Config`` fields this module checks and interprets):
   A gradual level whose source is level 0 starts from θ0 (MP trains from scratch).
 - ``restart_schedule``: every level > 0 runs the whole schedule from step 0 (warmup included) from its
   reset weights, as Brix et al. restart their warmup; otherwise a rewound level resumes at step k.
-- ``method``: a label written into every ticket row of ``results.csv`` (``mp``, ``lt``, ``slt``, ...);
-  a control's rows carry its branch name.
+- ``method``: a label written into every ticket row of ``results.csv``; a control's rows carry its
+  branch name. A label registered in ``METHODS`` also sets the fields that make the method (applied
+  by ``lth.lottery.resolve``, after ``iterations`` is known; they win over the same fields given):
+
+  ====== ==================================================================================
+  lt     reset to θ0 at every level (``rewind_step`` 0), schedule restarted
+  slt    θk from the previous level's run, k = ``round(0.05 T)`` unless ``rewind_step`` is set
+  mp     every level gradual from the dense start (θ0), ``rewind_step`` 0
+  slt_mp SLT to 50% and 60% (sparsities below them kept), then MP from 60%'s θk ⊙ m to each target
+  mp_slt MP to 60% in one run, then SLT from that run's θk to each target above 60%
+  ====== ==================================================================================
+
+  CLT is not a method of its own: it is the ``constant`` control of an SLT run (its masks, each
+  survivor ``sign(θk) α_l``), beside ``constant_random_sign``, ``reinit`` and ``random``.
 """
 
 from __future__ import annotations
@@ -36,9 +48,11 @@ import torch
 from . import masks as M
 from . import pruning
 from .errors import ConfigError
+from .registry import Registry
 from .sparsity import Cubic
 from .train import Hooks
 
+METHODS: Registry = Registry("method")
 GRADUAL_STEPS = 50  # pruning events over the pruned part of training (Brix et al.: every T/50 steps)
 
 
@@ -147,3 +161,55 @@ class GradualPruning(Hooks):
 
     def member_masks(self, i: int) -> M.Masks:
         return {n: m[i].cpu().clone() for n, m in self.masks.items()}
+
+
+def _k(cfg) -> int:
+    return cfg.rewind_step or max(1, round(0.05 * cfg.iterations))
+
+
+def _slt(cfg) -> dict:
+    return dict(rewind_step=_k(cfg), rewind_from="previous", restart_schedule=True)
+
+
+def _with(targets: list, *pins: float) -> list:
+    """``pins`` (the hybrids' fixed stops) and every target above them, increasing."""
+    return sorted(set(pins) | {s for s in targets if s > max(pins)})
+
+
+@METHODS.register("lt")
+def _lt(cfg) -> dict:
+    return dict(rewind_step=0, restart_schedule=True, gradual_levels=None)
+
+
+@METHODS.register("slt")
+def _slt_method(cfg) -> dict:
+    return dict(_slt(cfg), gradual_levels=None)
+
+
+@METHODS.register("mp")
+def _mp(cfg) -> dict:
+    return dict(rewind_step=0, restart_schedule=True, gradual_levels=list(range(1, len(cfg.sparsities) + 1)),
+                controls=[])
+
+
+@METHODS.register("slt_mp")
+def _slt_mp(cfg) -> dict:
+    s = _with(cfg.sparsities, 0.5, 0.6)
+    return dict(_slt(cfg), sparsities=s, gradual_levels=list(range(3, len(s) + 1)), controls=[])
+
+
+@METHODS.register("mp_slt")
+def _mp_slt(cfg) -> dict:
+    s = _with(cfg.sparsities, 0.6)
+    return dict(_slt(cfg), sparsities=s, gradual_levels=[1], controls=[])
+
+
+def apply(cfg):
+    """``cfg`` with its registered ``method``'s fields set (unchanged for another label or none)."""
+    import dataclasses
+
+    if cfg.method is None or cfg.method not in METHODS:
+        return cfg
+    if cfg.sparsities is None:
+        raise ConfigError(f"method {cfg.method} needs sparsities (the levels' targets)")
+    return dataclasses.replace(cfg, **METHODS.get(cfg.method)(cfg))

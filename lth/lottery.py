@@ -99,6 +99,7 @@ def resolve(cfg: Config, train_size: int) -> Config:
         cfg = dataclasses.replace(cfg, iterations=max(1, round(cfg.epochs * (train_size // cfg.batch_size))))
     if cfg.batch_size > train_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training split ({train_size} examples)")
+    cfg = gradual.apply(cfg)  # a registered method's fields (lt, slt, mp, slt_mp, mp_slt)
     if cfg.sparsities is not None:  # lth.gradual: one level per target sparsity
         cfg = dataclasses.replace(cfg, levels=len(cfg.sparsities))
     if cfg.rewind_step >= cfg.iterations:

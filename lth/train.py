@@ -300,7 +300,7 @@ def train(
         opt.load_state_dict(resume["optimizer"])
         clock.spent = float(resume["train_seconds"])
         captured.update(resume.get("captured", {}))
-        if resume.get("hook"):  # a stateful hook (gradual pruning): its masks at the snapshot
+        if resume.get("hook") and hasattr(hooks, "load_state_dict"):  # a stateful hook (gradual pruning)
             restored = hooks.load_state_dict(resume["hook"])
             if restored is not None:
                 fmasks, dynamic = float_masks(restored), True
@@ -334,7 +334,7 @@ def train(
         if step % spec.eval_every == 0:
             report(step)
             if snapshot is not None and step > start:
-                hook_state = hooks.state_dict()
+                hook_state = hooks.state_dict() if hasattr(hooks, "state_dict") else None  # duck-typed hooks
                 snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured,
                                 **({"best": best.state()} if best is not None else {}),
                                 **({"hook": hook_state} if hook_state else {})})

@@ -170,3 +170,36 @@ def test_a_killed_mp_level_resumes_with_its_masks_like_an_uninterrupted_run(tmp_
         a = load_tensors(tmp_path / "whole" / "level_01" / f"{name}.safetensors")
         b = load_tensors(tmp_path / "killed" / "level_01" / f"{name}.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_methods_set_the_fields_that_make_them():
+    resolved = lambda m: lottery.resolve(tiny(sparsities=[0.5, 0.8, 0.9], method=m, iterations=200), 1000)  # noqa: E731
+    slt = resolved("slt")
+    assert (slt.rewind_step, slt.rewind_from, slt.restart_schedule) == (10, "previous", True)
+    assert resolved("lt").rewind_step == 0 and resolved("mp").gradual_levels == [1, 2, 3]
+    hybrid = resolved("slt_mp")
+    assert hybrid.sparsities == [0.5, 0.6, 0.8, 0.9] and hybrid.gradual_levels == [3, 4] and hybrid.levels == 4
+    mp_slt = resolved("mp_slt")
+    assert mp_slt.sparsities == [0.6, 0.8, 0.9] and mp_slt.gradual_levels == [1]
+
+
+def test_slt_mp_gradual_levels_start_from_the_60_percent_level():
+    cfg = lottery.resolve(tiny(sparsities=[0.8, 0.9], method="slt_mp"), 1000)
+    assert [gradual.source(cfg, lv) for lv in (3, 4)] == [2, 2]
+    assert gradual.schedule(cfg, 4, 0, cfg.iterations).initial_density == pytest.approx(0.4)
+
+
+def test_a_registered_method_needs_sparsities():
+    with pytest.raises(ConfigError, match="needs sparsities"):
+        lottery.resolve(tiny(method="slt"), 1000)
+
+
+def test_slt_mp_prunes_from_the_60_percent_tickets_theta_k_to_its_target(tmp_path):
+    out = tmp_path / "run"
+    lottery.run(tiny(sparsities=[0.8], method="slt_mp", iterations=12, eval_every=6), out, progress=False)
+    k60 = checkpoints.read_rewind(out / "level_02", 0)
+    m60 = checkpoints.read(checkpoints.member_path(out, 2, "ticket", 0), ("mask",))["mask"]
+    ck = checkpoints.read(checkpoints.member_path(out, 3, "ticket", 0), ("mask", "init"))
+    for n, m in ck["mask"].items():
+        assert int(m.sum()) == round(0.2 * m.numel()) and not bool((m & ~m60[n]).any()), n
+        assert torch.equal(ck["init"][n][m60[n]], k60[n][m60[n]]), n

@@ -143,7 +143,28 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
             p.copy_(weights[n])
     floats = T.surviving_floats(model, masks, T.FLOAT_DTYPES[dtype])
     floats.update(buffer_floats(model, weights))
+    if not trained and ck_meta.get("branch") in CONSTANT_BRANCHES:
+        constant = _as_constant(T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="stored", meta=meta),
+                                reset)
+        if constant is not None:
+            return constant
     return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights="stored", meta=meta)
+
+
+CONSTANT_BRANCHES = ("constant", "constant_random_sign")  # lth.branches: survivors are ±α_l
+
+
+def _as_constant(t: T.Ticket, reset: dict[str, torch.Tensor]) -> T.Ticket | None:
+    """``t`` with its masked matrices as sign bits (``weights="constant"``), if that rebuilds ``reset``'s
+    survivors exactly (else None: e.g. a survivor whose value was exactly 0)."""
+    import dataclasses
+
+    signs = {n: reset[n][m] > 0 for n, m in t.masks.items() if m.dim() >= 2}
+    floats = {k: v for k, v in t.floats.items() if k not in signs}
+    c = dataclasses.replace(t, floats=floats, signs=signs, weights="constant")
+    built = dict(T.build_model(c).named_parameters())
+    ok = all(torch.equal(built[n].detach()[m], reset[n][m]) for n, m in t.masks.items() if n in signs)
+    return c if ok else None
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ def format_inspect(info: dict) -> str:
         f"  header         {info['header_bytes']:>10,}",
         f"  masks          {info['mask_bytes']:>10,}  (entropy bound {info['entropy_bound_bytes']:,.1f}, "
         f"gap {100 * info['gap_to_bound']:+.3f}%)",
+        *([f"  signs          {info['sign_bytes']:>10,}  (a bit per survivor: ±α_l)"] if info.get("sign_bytes") else []),
         f"  floats         {info['float_bytes']:>10,}  (weights: {info['weights']})",
         f"  checksum       {info['checksum_bytes']:>10,}",
         f"weights sha256   {info['weights_sha256'] or 'not computed: ' + str(info.get('build_error'))}",

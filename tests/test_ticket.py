@@ -109,9 +109,14 @@ def masks_and_floats(draw):
 @given(masks_and_floats(), st.integers(0, 2**64 - 1), st.sampled_from(T.WEIGHTS))
 def test_round_trip_is_exact(contents, seed, weights):
     masks, floats = contents
+    # weights="constant" carries one sign bit per survivor of each masked matrix (alternating here)
+    signs = {n: torch.arange(int(m.sum())) % 2 == 0 for n, m in masks.items() if m.dim() >= 2} \
+        if weights == "constant" else {}
     t = Ticket(arch={"model": "anything", "kwargs": {"h": [3, 4]}}, seed=seed, init="golf", masks=masks,
-               floats=floats, weights=weights, meta={"task": "x", "acc": 0.5, "note": "ünïcode"})
-    assert_same_ticket(t, T.decode(T.encode(t), strict=False))  # the container alone: any arch
+               floats=floats, weights=weights, meta={"task": "x", "acc": 0.5, "note": "ünïcode"}, signs=signs)
+    back = T.decode(T.encode(t), strict=False)  # the container alone: any arch
+    assert_same_ticket(t, back)
+    assert set(back.signs) == set(signs) and all(torch.equal(back.signs[n], v) for n, v in signs.items())
 
 
 def _structured(kind: str) -> torch.Tensor:

@@ -17,10 +17,11 @@ Byte layout (format version 2; all integers little-endian)::
                    language model's header shrinks from about 7 kB to 1.3 kB. Version 1, still read, stored
                    the JSON as is.
     10+H     M     mask payloads, one per header["masks"] entry in that order, each "nbytes" long
-    10+H+M   F     float payloads, one per header["floats"] entry in that order, each "nbytes" long
+    10+H+M   S     sign payloads (``weights="constant"`` only), one per header["signs"] entry, likewise
+    10+H+M+S F     float payloads, one per header["floats"] entry in that order, each "nbytes" long
     end-32   32    SHA-256 of every byte before it
 
-The file length must be exactly ``10 + H + M + F + 32``. The header holds:
+The file length must be exactly ``10 + H + M + S + F + 32``. The header holds:
 
 * ``arch``: ``{"model", "kwargs", "input_shape", "num_classes"}``, the arguments of
   :func:`lth.models.build`;
@@ -29,8 +30,12 @@ The file length must be exactly ``10 + H + M + F + 32``. The header holds:
   like a parameter replace the regenerated values, see below) or ``"source"`` (every weight comes from
   the file ``meta["weights_source"]`` names: ``{"kind": "checkpoint", "path", "sha256"}``, a safetensors
   checkpoint verified by its SHA-256 before use, see :mod:`lth.sources`; readers that predate
-  ``"source"`` refuse such a ticket rather than build other weights);
+  ``"source"`` refuse such a ticket rather than build other weights) or ``"constant"`` (Brix et al.'s
+  constant tickets: every survivor of a masked matrix is ``±α_l``, ``α_l = sqrt(6 / (fan_in +
+  fan_out))`` of its layer, its sign one bit of ``signs``; floats as in ``"stored"`` for the rest);
 * ``masks``: a list of ``{"name", "shape", "coding", "nbytes", "count"}`` (``count`` = kept entries);
+* ``signs`` (``weights="constant"`` only, and then required): mask-coded bool vectors, one per masked
+  matrix, of its ``count`` survivors in row-major mask order, True = positive;
 * ``floats``: a list of ``{"name", "shape", "dtype", "nbytes"}``, dtype one of float32 / float16 /
   bfloat16; the payload is the row-major values, little-endian, bfloat16 as its 2-byte pattern;
 * ``meta``: a JSON object (task, metrics, source run, level, ...), free except for what lth reads

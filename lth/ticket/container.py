@@ -56,7 +56,7 @@ MAX_ELEMENTS = 1 << 32
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 _WIRE_DTYPE = {"float32": "<f4", "float16": "<f2", "bfloat16": "<i2"}  # bf16 travels as its bit pattern
-WEIGHTS = ("seed", "stored", "source")  # "source": θ0 from meta["weights_source"] (lth.ticket)
+WEIGHTS = ("seed", "stored", "source", "constant")  # source: θ0 from meta["weights_source"]; constant: sign bits
 
 
 @dataclass(eq=False)
@@ -74,6 +74,7 @@ class Ticket:
     floats: dict[str, torch.Tensor] = field(default_factory=dict)
     weights: str = "seed"
     meta: dict = field(default_factory=dict)
+    signs: dict[str, torch.Tensor] = field(default_factory=dict)  # weights="constant": True = +α, per survivor
 
 
 def make_arch(model: str, input_shape, num_classes: int, **kwargs) -> dict:
@@ -123,18 +124,34 @@ def _check_ticket(t: Ticket) -> None:
             raise TicketError(f"mask {name!r} must be a bool tensor, got {m.dtype}")
         if t.weights == "stored" and name in t.floats:
             _check_survivors(name, t.floats[name], m)
+    _check_signs(t.weights, t.masks, t.signs)
 
+
+def _check_signs(weights: str, masks: dict, signs: dict) -> None:
+    """``weights="constant"``: one bool sign per survivor of every masked matrix, and signs nowhere else."""
+    want = {n for n, m in masks.items() if m.dim() >= 2} if weights == "constant" else set()
+    if set(signs) != want:
+        raise TicketError(f"signs must name exactly the masked matrices of a weights='constant' ticket, "
+                          f"got {sorted(signs)[:3]} for {sorted(want)[:3]}")
+    for name, v in signs.items():
+        if not isinstance(v, torch.Tensor) or v.dtype != torch.bool or tuple(v.shape) != (int(masks[name].sum()),):
+            raise TicketError(f"signs {name!r} must be a bool vector of its mask's {int(masks[name].sum())} survivors")
 
 def encode(t: Ticket) -> bytes:
     """The ticket file bytes for ``t`` (deterministic: the same ticket always gives the same bytes)."""
     _check_ticket(t)
-    mask_entries, payloads = [], []
-    for name, m in t.masks.items():
-        coding, payload = encode_mask(m)
-        mask_entries.append(
-            {"name": name, "shape": list(m.shape), "coding": coding, "nbytes": len(payload), "count": int(m.sum())}
-        )
-        payloads.append(payload)
+    payloads = []
+
+    def bit_entries(tensors: dict) -> list[dict]:
+        out = []
+        for name, m in tensors.items():
+            coding, payload = encode_mask(m)
+            out.append({"name": name, "shape": list(m.shape), "coding": coding, "nbytes": len(payload),
+                        "count": int(m.sum())})
+            payloads.append(payload)
+        return out
+
+    mask_entries, sign_entries = bit_entries(t.masks), bit_entries(t.signs)
     float_entries = []
     for name, v in t.floats.items():
         dtype, payload = _float_bytes(name, v)
@@ -142,7 +159,7 @@ def encode(t: Ticket) -> bytes:
         payloads.append(payload)
     header = {
         "arch": t.arch, "seed": t.seed, "init": t.init, "weights": t.weights, "meta": t.meta,
-        "masks": mask_entries, "floats": float_entries,
+        "masks": mask_entries, "floats": float_entries, **({"signs": sign_entries} if t.weights == "constant" else {}),
     }
     try:
         text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -168,7 +185,7 @@ def _declared_length(data: bytes) -> int:
     length = _PREAMBLE.size + hlen + _DIGEST_BYTES
     try:
         header = json.loads(_header_json(data[_PREAMBLE.size : _PREAMBLE.size + hlen], version).decode("utf-8"))
-        return length + sum(int(e["nbytes"]) for e in header["masks"] + header["floats"])
+        return length + sum(int(e["nbytes"]) for e in header["masks"] + header["floats"] + header.get("signs", []))
     except Exception:
         return length
 
@@ -277,7 +294,7 @@ def _parse_header(data: bytes, hlen: int) -> dict:
     return header
 
 
-HEADER_FIELDS = ("arch", "seed", "init", "weights", "meta", "masks", "floats")
+HEADER_FIELDS = ("arch", "seed", "init", "weights", "meta", "masks", "floats", "signs")
 
 
 def _ticket_fields(header: dict) -> dict:
@@ -344,20 +361,25 @@ def _decode(data: bytes, strict: bool = True, max_params: int | None = None) -> 
     fields = _ticket_fields(header)
     schema.check_counts(header)
     mask_entries, float_entries = _entries(header, "masks"), _entries(header, "floats")
-    payload = sum(e["nbytes"] for e in mask_entries + float_entries)
+    sign_entries = _entries(header, "signs") if fields["weights"] == "constant" else []
+    if "signs" in header and fields["weights"] != "constant":
+        raise TicketError("header has signs but its weights are not 'constant'")
+    payload = sum(e["nbytes"] for e in mask_entries + float_entries + sign_entries)
     expected = _PREAMBLE.size + hlen + payload + _DIGEST_BYTES
     if expected != len(data):
         raise TicketError(f"header/payload size mismatch: header declares {expected} bytes, file has {len(data)}")
-    _check_total(mask_entries, float_entries)
+    _check_total(mask_entries + sign_entries, float_entries)
     if strict:
         schema.check_header(fields["arch"], fields["meta"], mask_entries, max_params)
     masks, pos = _decode_masks(mask_entries, data, _PREAMBLE.size + hlen)
+    signs, pos = _decode_masks(sign_entries, data, pos)
+    _check_signs(fields["weights"], masks, signs)
     floats = _decode_floats(float_entries, data, pos)
     if fields["weights"] == "stored":
         for name, v in floats.items():
             if name in masks:
                 _check_survivors(name, v, masks[name])
-    return Ticket(masks=masks, floats=floats, **fields), header
+    return Ticket(masks=masks, floats=floats, signs=signs, **fields), header
 
 
 def _wrap(source: str, fn, *args):

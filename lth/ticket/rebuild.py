@@ -96,14 +96,31 @@ def _build_model(t: Ticket) -> torch.nn.Module:
     with torch.no_grad():
         if t.weights == "source":
             _load_source(model, params, t.meta.get("weights_source"))
-        if t.weights == "stored":
+        if t.weights in ("stored", "constant"):
             _load_stored(params, t.masks, t.floats)
+        if t.weights == "constant":
+            _apply_signs(params, t.masks, t.signs)
         _apply_params(params, t.masks, t.floats)
         _apply_buffers(dict(model.named_buffers()), t.floats)
         _apply_scales(params, t.masks, t.floats)  # before masking, so that pruned entries stay +0.0
         for name, m in t.masks.items():
             params[name].masked_fill_(~m.to(params[name].device), 0.0)  # +0.0 exactly, even over NaN
     return model
+
+
+def _apply_signs(params: dict, masks: dict, signs: dict) -> None:
+    """``weights="constant"`` (Brix et al.'s constant tickets): each survivor of a masked matrix is
+    ``±α_l``, ``α_l = sqrt(6 / (fan_in + fan_out))`` of its layer, the sign from its bit (True = +)."""
+    import math
+
+    from ..init import fans
+
+    for name, bits in signs.items():
+        p = params[name]
+        fan_in, fan_out = fans(p.shape)
+        alpha = math.sqrt(6.0 / (fan_in + fan_out))
+        values = torch.where(bits.to(p.device), alpha, -alpha).to(p.dtype)
+        p.view(-1)[masks[name].reshape(-1).to(p.device)] = values
 
 
 def _load_source(model, params: dict, src) -> None:
@@ -215,6 +232,7 @@ def inspect(data: bytes, *, source: str = "ticket", strict: bool = True, max_par
         "total_bytes": len(data),
         "header_bytes": _PREAMBLE.size + hlen,
         "mask_bytes": mask_bytes,
+        "sign_bytes": sum(e["nbytes"] for e in header.get("signs", [])),  # weights="constant": a bit per survivor
         "float_bytes": sum(e["nbytes"] for e in header["floats"]),
         "checksum_bytes": _DIGEST_BYTES,
         "entropy_bound_bytes": bound,

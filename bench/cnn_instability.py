@@ -23,7 +23,7 @@ from common import ROOT, record
 
 from lth import instability, lottery
 from lth.presets import override, preset
-from lth.report import format_instability
+from lth.instability_report import format_instability
 
 SCHEDULES = {"long": (2496, [0, 100, 500, 2000]), "cpu": (624, [0, 25, 50, 100, 200, 400]),
              "smoke": (20, [0, 10])}  # smoke: the script's mechanics in a minute

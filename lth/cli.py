@@ -139,7 +139,8 @@ def cmd_supermask(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import instability_report, report
+    from .instability_report import instability_report
+    from .report import report
 
     print(report(args.dir))
     extra = instability_report(args.dir, trial=args.trial, all_trials=args.all_trials)

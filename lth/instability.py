@@ -411,7 +411,7 @@ def add_parser(sub) -> None:
 
 
 def cmd(args) -> int:
-    from .report import format_instability
+    from .instability_report import format_instability
 
     trial = to_int(args.trial, "--trial")
     doc = run(args.run_dir, to_int(args.level, "--level"), args.steps, points=to_int(args.points, "--points", 3),

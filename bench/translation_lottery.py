@@ -13,7 +13,8 @@ it is the same training. A killed invocation resumes: finished levels are kept, 
 resumes from its snapshot.
 
 Writes ``docs/translation/<tag>/``: ``table.txt`` (the command, Brix et al.'s Table 1 shape beside ours,
-the checks), ``bleu_vs_sparsity.png``, ``results.json``; and ``bench/results/translation_<tag>.json``.
+per method and level the ticket's bytes in compressed sparse columns and its largest trained |w|, the
+checks), ``bleu_vs_sparsity.png``, ``results.json``; and ``bench/results/translation_<tag>.json``.
 
 Checks (issue 12), on test BLEU at each member's early-stop (best dev BLEU) state, means over trials:
 (a) SLT >= reinit + 3 and >= random + 3 at 80% and 90%; (b) |CLT - SLT| <= 1.5 at every level, and
@@ -29,6 +30,7 @@ import json
 import shutil
 import time
 
+import common
 from common import ROOT, record
 
 from lth import lottery, metrics
@@ -59,6 +61,29 @@ def share_level0(src, dst, cfg) -> None:
         lot.run.mark_done(0)
     finally:
         lot.run.unlock()
+
+
+def csc_bytes(masks: dict) -> int:
+    """Bytes of the prunable matrices in compressed sparse columns (Brix et al.'s memory column): float32
+    values and int32 row indices per survivor, int32 column pointers (columns + 1) per matrix."""
+    return sum(8 * int(m.sum()) + 4 * (m.reshape(m.shape[0], -1).shape[1] + 1) for m in masks.values())
+
+
+def memory(dirs: dict) -> list[dict]:
+    """Per method and level: the ticket's CSC bytes and the largest |w| of its trained weights (trial 0)."""
+    from lth import checkpoints
+
+    out = []
+    for method, d in dirs.items():
+        for level in sorted(lottery.RunDir(d, writer=False).done_levels()):
+            ck = checkpoints.read(checkpoints.member_path(d, level, "ticket", 0), ("mask", "final"))
+            masks = ck["mask"]
+            n = sum(m.numel() for m in masks.values())
+            out.append({"method": "dense" if level == 0 else method, "level": level,
+                        "sparsity": round(1 - sum(int(m.sum()) for m in masks.values()) / n, 4),
+                        "csc_bytes": csc_bytes(masks), "dense_fp32_bytes": 4 * n,
+                        "max_abs_w": round(max(float(ck["final"][k].abs().max()) for k in masks), 3)})
+    return [r for i, r in enumerate(out) if r["method"] != "dense" or i == 0]
 
 
 def at(summary, method: str, sparsity: float):
@@ -135,13 +160,16 @@ def main():
     lines = [f"{word[c['pass']]}  {c['check']}: {c['value']}" for c in found]
     command = (f"python bench/translation_lottery.py --preset {args.preset} --iterations {args.iterations} "
                f"--trials {args.trials} --methods {args.methods}" + (f" --tag {args.tag}" if args.tag else ""))
-    (docs / "table.txt").write_text(f"{command}\n\n{table}\n\n" + "\n".join(lines) + "\n")
+    mem = memory(dict(zip(methods, dirs)))
+    mem_text = common.table(mem, list(mem[0]))
+    (docs / "table.txt").write_text(f"{command}\n\n{table}\n\n{mem_text}\n\n" + "\n".join(lines) + "\n")
     configs = {m: json.loads((d / "config.json").read_text()) for m, d in zip(methods, dirs)}
-    payload = {"command": command, "summary": summary, "checks": found, "configs": configs,
+    payload = {"command": command, "summary": summary, "checks": found, "configs": configs, "memory": mem,
                "minutes_this_invocation": minutes}
     (docs / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     record(f"translation_{tag}", payload)
     print(table)
+    print(mem_text)
     print("\n".join(lines))
     print(f"this invocation: {minutes:.1f} min")
 

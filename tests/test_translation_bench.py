@@ -44,3 +44,10 @@ def test_check_d_is_not_applicable_when_mp_is_far_below_dense():
 def test_a_missing_method_leaves_its_checks_undecided():
     s = [e for e in paper_like() if e["method"] != "lt"]
     assert all(c["pass"] is None for c in tl.checks(s) if c["check"].startswith("(c)"))
+
+
+def test_csc_bytes_count_values_row_indices_and_column_pointers():
+    import torch
+
+    m = torch.tensor([[True, False, False], [False, False, True]])
+    assert tl.csc_bytes({"w": m}) == 2 * (4 + 4) + 4 * (3 + 1)

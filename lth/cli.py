@@ -15,6 +15,8 @@ DOC = {
     "iterations": "training iterations per level",
     "trials": "independent trials (seeds), trained together",
     "prune_rate": "fraction of surviving weights pruned per level",
+    "prune_of": "what prune_rate is a fraction of: remaining (default: each level's survivors) or original "
+                "(the dense count: level L at 1 - L*rate density, Chen et al. 2020)",
     "prune_scope": "layer: per-layer rates; global: one magnitude threshold over all layers",
     "controls": "comma-separated control branches (lth.branches): reinit,random,constant,random_sign,shuffle",
     "criterion": "pruning score (lth.scores): magnitude (default), random; snip, grasp, synflow prune at init",

@@ -18,7 +18,8 @@ DOC = {
     "prune_of": "what prune_rate is a fraction of: remaining (default: each level's survivors) or original "
                 "(the dense count: level L at 1 - L*rate density, Chen et al. 2020)",
     "prune_scope": "layer: per-layer rates; global: one magnitude threshold over all layers",
-    "controls": "comma-separated control branches (lth.branches): reinit,random,constant,random_sign,shuffle",
+    "controls": "comma-separated control branches (lth.branches): reinit,random,random_global,omp,constant,"
+                "random_sign,constant_random_sign,shuffle",
     "criterion": "pruning score (lth.scores): magnitude (default), random; snip, grasp, synflow prune at init",
     "output_rate": "the output layer's rate per level (default: prune_rate, or layer_rates)",
     "group_rates": "rates per layer kind, e.g. conv=0.1,fc=0.2,output=0.1",

@@ -43,6 +43,7 @@ from .presets import Config, validate
 from .run import RunDir
 from .snapshots import SNAPSHOT_SECONDS, Snapshots  # noqa: F401 - tests lower the interval here
 from .train import TrainSpec, train
+from .transfer import configure, is_transfer, masks_for
 
 
 
@@ -110,9 +111,11 @@ def resolve(cfg: Config, train_size: int) -> Config:
 class Lottery:
     """One lottery experiment bound to a run directory."""
 
-    def __init__(self, cfg: Config, out, *, progress: bool = True, ticket=None):
+    def __init__(self, cfg: Config, out, *, progress: bool = True, ticket=None, transfer: bool = False):
         validate(cfg)
-        self.ticket = ticket  # a lth.ticket.Ticket: level 0 trains its subnetwork instead of the dense net
+        # a lth.ticket.Ticket: level 0 trains its subnetwork instead of the dense net; with `transfer`
+        # (lth.transfer) only its masks, matched to this config's model, from this config's θ0
+        self.ticket = None if transfer else ticket
         self.device = pick_device(cfg.device)
         self.ctx = D.setup(self.device)
         self.task = load_task(cfg, self.device)
@@ -122,6 +125,7 @@ class Lottery:
         self.template = build_template(self.cfg, self.task)
         self.names = prunable(self.cfg, self.template)
         self.pruning = LevelPruning(self.cfg, self.template, self.names)
+        self.start_masks = masks_for(ticket.masks, self.template, self.names) if transfer else None
         self.source, self.source_arg = sources.of(self.cfg)
         self.run = RunDir(out, writer=self.ctx.main)
         self.run.open(self.cfg.to_dict(), self.device)
@@ -157,8 +161,8 @@ class Lottery:
     # --- masks -----------------------------------------------------------------------------------
 
     def ticket_masks(self, level: int, t: int) -> M.Masks:
-        if level == 0 and self.ticket is not None:
-            return {n: m.clone() for n, m in self.ticket.masks.items()}
+        if level == 0 and (self.ticket is not None or self.start_masks is not None):
+            return {n: m.clone() for n, m in (self.start_masks or self.ticket.masks).items()}
         if level == 0:
             return {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.theta0(t).items() if n in self.names}
         if gradual.is_gradual(self.cfg, level):  # pruned while it trains, from its source level's masks
@@ -328,19 +332,25 @@ class Lottery:
         return self.run
 
 
-def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False, ticket=None) -> RunDir:
+def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False, ticket=None, transfer: bool = False,
+        ticket_path=None) -> RunDir:
     """Run (or resume) a lottery experiment into ``out``; ``dense_only`` trains level 0 alone.
 
     With ``ticket`` (a :class:`lth.ticket.Ticket`), level 0 retrains that subnetwork from the file:
-    its masks, its regenerated (or stored) weights, and its seed's data order.
+    its masks, its regenerated (or stored) weights, and its seed's data order. When ``cfg`` names
+    another dataset than the ticket's, or with ``transfer``, it is a transfer instead (``lth.transfer``):
+    ``cfg``'s task, model and θ0 under the ticket's masks (``ticket_path``: the file, recorded).
     """
-    if ticket is not None:
+    transfer = is_transfer(cfg, ticket, transfer)
+    if transfer:
+        cfg = configure(cfg, ticket, ticket_path)
+    elif ticket is not None:
         import dataclasses
 
         arch = ticket.arch
         cfg = dataclasses.replace(cfg, model=arch["model"], init=ticket.init, seed=ticket.seed, trials=1,
                                   dataset=ticket.meta.get("dataset", cfg.dataset), controls=[])
-    lottery = Lottery(cfg, out, progress=progress, ticket=ticket)
+    lottery = Lottery(cfg, out, progress=progress, ticket=ticket, transfer=transfer)
     try:
         return lottery.run_levels(0 if dense_only else None)
     finally:

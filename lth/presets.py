@@ -86,6 +86,7 @@ class Config:
     weights: str | None = None  # θ0's source (lth.sources): None/seed, checkpoint:PATH, run:DIR[@LEVEL]
     weights_sha256: str | None = None  # the checkpoint's SHA-256 (required with checkpoint:PATH)
     prune_pooler: bool | None = None  # model bert (head cls): prune pooler.dense.weight too (lth.models.bert)
+    transfer_source: dict | None = None  # set by a transfer run (lth.transfer): the source ticket's record
     prune_of: str | None = None  # rates of: remaining (None: the survivors) or original (density 1 - L*rate)
     # supermask training (`lth supermask`, lth.supermask): None means the rule's default, and fields a
     # rule does not use must stay None. Lottery runs ignore these (and record them as None).

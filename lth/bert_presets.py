@@ -6,8 +6,9 @@ as the anchor (Hugging Face's ``run_glue``): AdamW lr 2e-5, batch 32, no weight 
 linearly to zero over each level (``lr_schedule="linear"``), no warmup, gradients clipped to norm 1.0;
 IMP over the 36 encoder matrices
 (``lth.models.bert``), global magnitude, rewinding to θ0 (``rewind_step`` 0). The ``_cpu`` presets
-shorten sequences to 64 tokens and training to 2 epochs per level. Registered only when the checkpoint
-package is installed.
+shorten sequences to 64 tokens and training to 2 epochs per level. ``bert_mlm_cpu``'s new MLM head (the
+checkpoint has none) is fit alone on the frozen encoder before level 0 (``head_fit_steps``,
+``lth.head_fit``). Registered only when the checkpoint package is installed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def presets() -> dict[str, dict]:
         "bert_fortunes_cpu": dict(description="all-MiniLM-L6-v2 on 8 fortune categories, 64 tokens, as bert_bbc_cpu",
                                   dataset="bert_fortunes", seq_len=64, epochs=2, eval_every=25, **common),
         "bert_mlm_cpu": dict(description="all-MiniLM-L6-v2's encoder with a seeded MLM head on the embedded Bible, "
-                             "128-token blocks, 15% masked, AdamW 1e-4 linear to 0, 1,000 steps x 5 levels",
-                             dataset="bert_mlm", seq_len=128, iterations=1000, eval_every=100,
+                             "128-token blocks, 15% masked, AdamW 1e-4 linear to 0, the head first fit alone on the "
+                             "frozen encoder (200 steps; every level rewinds to that fit), 1,000 steps x 5 levels",
+                             dataset="bert_mlm", seq_len=128, iterations=1000, eval_every=100, head_fit_steps=200,
                              **{**common, "lr": 1e-4}, model_args={"head": "mlm"}),
     }

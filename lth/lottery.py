@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from . import branches, gradual, models, sources, tasks
+from . import branches, gradual, head_fit, models, sources, tasks
 from . import dist as D
 from . import masks as M
 from . import metrics as metric_spec
@@ -127,6 +127,7 @@ class Lottery:
         self.pruning = LevelPruning(self.cfg, self.template, self.names)
         self.start_masks = masks_for(ticket.masks, self.template, self.names) if transfer else None
         self.source, self.source_arg = sources.of(self.cfg)
+        self.head = head_fit.head_names(self.template, self.source_arg) if self.cfg.head_fit_steps else []
         self.run = RunDir(out, writer=self.ctx.main)
         self.run.open(self.cfg.to_dict(), self.device)
         self.progress = progress and self.ctx.main
@@ -139,7 +140,8 @@ class Lottery:
 
     def theta0(self, t: int) -> dict[str, torch.Tensor]:
         """Trial t's starting weights, from the config's weight source (``lth.sources``)."""
-        return self.source.theta0(self.cfg, self.source_arg, self.template, self.seeds[t], t)
+        state = self.source.theta0(self.cfg, self.source_arg, self.template, self.seeds[t], t)
+        return head_fit.apply(self.run.path, t, state) if self.head else state  # a fitted head (lth.head_fit)
 
     def rewind_point(self, t: int, level: int = 1) -> dict[str, torch.Tensor]:
         """The weights level ``level`` resets to: θ0, the dense run's θk, or (``rewind_from="previous"``)
@@ -325,6 +327,7 @@ class Lottery:
         # a finished level whose directory was deleted (to redo it, after a corrupt checkpoint) trains again
         done = {lv for lv in self.run.done_levels() if self.run.level_dir(lv).is_dir()}
         wanted = self.cfg.train_levels
+        head_fit.fit(self)  # with head_fit_steps: the new head fit alone on the frozen θ0, before level 0
         for level in range(last + 1):
             if level in done or (wanted is not None and level and level not in wanted):
                 continue

@@ -18,5 +18,9 @@ def test_bert_presets_use_adamw_linear_decay_to_zero_no_warmup_and_clip_1(name):
     assert lr_factor(spec, 0) == 1.0 and lr_factor(spec, 50) == 0.5 and lr_factor(spec, 100) == 0.0
 
 
+def test_the_mlm_preset_fits_its_new_head_on_the_frozen_encoder_first():
+    assert preset("bert_mlm_cpu").head_fit_steps == 200 and preset("bert_bbc_cpu").head_fit_steps is None
+
+
 def test_classification_presets_keep_lr_2e_5():
     assert [PRESETS[n]["lr"] for n in ("bert_bbc_cpu", "bert_fortunes_cpu")] == [2e-5, 2e-5]

@@ -37,7 +37,8 @@ def test_highest_matching_sparsity_is_the_sparsest_matching_level_even_after_a_m
 
 
 def test_lower_is_better_metrics_match_below_dense_plus_std():
-    assert matching.is_matching(1.05, 1.0, 0.1, "std", "min") and not matching.is_matching(1.05, 1.0, 0.1, "mean", "min")
+    assert matching.is_matching(1.05, 1.0, 0.1, "std", "min")
+    assert not matching.is_matching(1.05, 1.0, 0.1, "mean", "min")
 
 
 def test_no_dense_level_means_no_matching_level():
@@ -57,7 +58,8 @@ def _run_dir(path, spec, means):
     (path / "config.json").write_text(json.dumps({"name": "syn", "dataset": "bert_bbc", "seed": 0}))
     with open(path / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["experiment", "trial", "level", "remaining", "step", "val_loss", "val_acc", "test_loss", "test_acc"])
+        w.writerow(["experiment", "trial", "level", "remaining", "step", "val_loss", "val_acc", "test_loss",
+                    "test_acc"])
         for level, (remaining, accs) in enumerate(means):
             for trial, acc in enumerate(accs):
                 w.writerow(["ticket", trial, level, remaining, 10, 0.5, acc, 0.5, acc])

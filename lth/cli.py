@@ -28,6 +28,8 @@ DOC = {
     "warmup": "steps of linear learning-rate warmup from 0 (also --warmup-steps)",
     "rewind_step": "rewind survivors to their weights at step K (and resume the LR schedule there, with a "
                    "fresh optimizer: no momentum carried over)",
+    "head_fit_steps": "steps fitting a new head (bert's MLM head) alone on the frozen checkpoint before level 0; "
+                      "every level rewinds to that fit (lth.head_fit)",
     "transfer_source": "recorded by a transfer (lth train PRESET --ticket FILE): the source ticket",
     "train_images": "image tasks: train on the first N training images only",
     "sparsities": "target sparsity per level, e.g. 0.5,0.8,0.9 (levels = their count; every tensor alike)",

@@ -26,6 +26,12 @@ Entries:
 - ``ticket``: the ticket itself.
 - ``reinit``: the ticket's masks, a fresh init from ``derive_seed(seed, "reinit", level)``.
 - ``random``: a random mask with the ticket's per-layer counts, on the ticket's reset weights.
+- ``random_global``: a random mask with the ticket's TOTAL count spread over all its masked tensors
+  together (the top of one uniform score per weight), on the ticket's reset weights (BERT-Tickets'
+  random pruning: ``global_unstructured`` with random scores).
+- ``omp``: one-shot global magnitude pruning of the ticket's reset weights themselves (θ0, or θk when
+  rewinding), no training in between: the ticket's total count of the largest ``|reset|`` over all its
+  masked tensors, on those reset weights (Chen et al. 2020's OMP).
 - ``constant``: the ticket's masks; each surviving weight is ``sign(θ) * α_l``, with
   ``α_l = sqrt(6 / (fan_in + fan_out))`` of its layer (Brix et al. 2020's constant tickets); masked
   1-D tensors (biases under ``prune_biases``) keep their values.
@@ -132,6 +138,28 @@ def random(ctx: BranchContext):
     from .pruning import random_like
 
     return random_like(ctx.masks, derive_seed(ctx.seed, "random", ctx.level)), ctx.reset
+
+
+def _top_count(scores: State, masks: M.Masks) -> M.Masks:
+    """Bool masks keeping as many of the highest ``scores`` as ``masks`` keep, all tensors together."""
+    flat = torch.cat([v.detach().flatten().float().cpu() for v in scores.values()])
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[torch.topk(flat, sum(int(m.sum()) for m in masks.values()), sorted=False).indices] = True
+    out, i = {}, 0
+    for n, v in scores.items():
+        out[n], i = keep[i:i + v.numel()].view(v.shape).to(masks[n].device), i + v.numel()
+    return out
+
+
+@branch("random_global", keeps_reset=True)
+def random_global(ctx: BranchContext):
+    seed = derive_seed(ctx.seed, "random_global", ctx.level)
+    return _top_count({n: _uniform(seed, n, m.shape) for n, m in ctx.masks.items()}, ctx.masks), ctx.reset
+
+
+@branch("omp", keeps_reset=True)
+def omp(ctx: BranchContext):
+    return _top_count({n: ctx.reset[n].abs() for n in ctx.masks}, ctx.masks), ctx.reset
 
 
 @branch("constant")

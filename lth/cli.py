@@ -15,8 +15,11 @@ DOC = {
     "iterations": "training iterations per level",
     "trials": "independent trials (seeds), trained together",
     "prune_rate": "fraction of surviving weights pruned per level",
+    "prune_of": "what prune_rate is a fraction of: remaining (default: each level's survivors) or original "
+                "(the dense count: level L at 1 - L*rate density, Chen et al. 2020)",
     "prune_scope": "layer: per-layer rates; global: one magnitude threshold over all layers",
-    "controls": "comma-separated control branches (lth.branches): reinit,random,constant,random_sign,shuffle",
+    "controls": "comma-separated control branches (lth.branches): reinit,random,random_global,omp,constant,"
+                "random_sign,constant_random_sign,shuffle",
     "criterion": "pruning score (lth.scores): magnitude (default), random; snip, grasp, synflow prune at init",
     "output_rate": "the output layer's rate per level (default: prune_rate, or layer_rates)",
     "group_rates": "rates per layer kind, e.g. conv=0.1,fc=0.2,output=0.1",
@@ -25,6 +28,9 @@ DOC = {
     "warmup": "steps of linear learning-rate warmup from 0 (also --warmup-steps)",
     "rewind_step": "rewind survivors to their weights at step K (and resume the LR schedule there, with a "
                    "fresh optimizer: no momentum carried over)",
+    "head_fit_steps": "steps fitting a new head (bert's MLM head) alone on the frozen checkpoint before level 0; "
+                      "every level rewinds to that fit (lth.head_fit)",
+    "transfer_source": "recorded by a transfer (lth train PRESET --ticket FILE): the source ticket",
     "train_images": "image tasks: train on the first N training images only",
     "sparsities": "target sparsity per level, e.g. 0.5,0.8,0.9 (levels = their count; every tensor alike)",
     "method": "lt, slt, mp, slt_mp, mp_slt (Brix et al. 2020, lth.gradual; needs --sparsities), or any label",
@@ -107,7 +113,8 @@ def _run(args, dense_only: bool) -> int:
             raise LthError("give a PRESET (or --ticket FILE packed from a run, which records its config)")
         base = ticket.meta["config"]
     cfg = config_from_args(args, base=base)
-    run = lottery.run(cfg, args.out, progress=not args.no_progress, dense_only=dense_only, ticket=ticket)
+    run = lottery.run(cfg, args.out, progress=not args.no_progress, dense_only=dense_only, ticket=ticket,
+                      transfer=getattr(args, "transfer", False), ticket_path=getattr(args, "ticket", None))
     if run.writer:
         print(report(run.path))
         print(f"results in {run.path}/ (results.csv, accuracy_vs_remaining.png, early_stop_vs_remaining.png)")
@@ -221,7 +228,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("preset", nargs="?" if name == "train" else None)
         p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
         if name == "train":
-            p.add_argument("--ticket", help="retrain the subnetwork of this ticket file (its masks, seed, data order)")
+            p.add_argument("--ticket", help="retrain the subnetwork of this ticket file (its masks, seed, data order); "
+                           "with a PRESET of another dataset: transfer its masks to that task (lth.transfer)")
+            p.add_argument("--transfer", action="store_true", help="with --ticket: a transfer even on the same dataset")
             add_max_params(p)
         add_config_flags(p)
         p.set_defaults(fn=fn)

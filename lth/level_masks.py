@@ -16,7 +16,11 @@ group with a rate is one pool at its rate, the other tensors pools of their own 
 ``output_rate``).
 
 Schedule: ``iterative`` is ``sparsity.Levels`` (level L prunes level L-1's ticket), ``oneshot`` is
-``sparsity.OneShot`` (level L prunes level 0 at ``1 - (1 - r) ** L``, every rate transformed).
+``sparsity.OneShot`` (level L prunes level 0 at ``1 - (1 - r) ** L``, every rate transformed). With
+``prune_of="original"`` each rate ``r`` is of the original count (``sparsity.Original``): level L's
+target density is ``1 - L r`` per pool (per tensor, group or the global pool, at its rate), reached
+with ``Pruner.step_to`` from whichever masks the schedule (or a criterion at init) starts from, so the
+count is exactly ``round-half-up((1 - L r) * size)`` at every level.
 
 Criterion (``Config.criterion``, a ``lth.scores.SCORES`` name; None is ``magnitude``):
 
@@ -73,6 +77,14 @@ class LevelPruning:
         self.scope = "groups" if self.groups is not None else cfg.prune_scope
         self.schedule = sparsity.SPARSITY_SCHEDULES.get("oneshot" if cfg.schedule == "oneshot" else "levels")
         self.oneshot = sparsity.SPARSITY_SCHEDULES.get("oneshot")
+        self.original = sparsity.PRUNE_OF[cfg.prune_of] == "original"
+
+    def densities(self, level: int):
+        """``prune_of="original"``: level ``level``'s target densities, shaped as the allocation's spec."""
+        per_tensor = sparsity.Original(self.rates).density(level)
+        if self.groups is None:
+            return per_tensor
+        return pruning.GroupRates(sparsity.Original(self.group_rates).density(level), self.groups, per_tensor)
 
     def source(self, level: int) -> int | None:
         """The level whose ticket level ``level`` prunes (None: pruned at init, from θ0)."""
@@ -102,7 +114,7 @@ class LevelPruning:
             pruner = self._pruner(self._model(weights), level, self.schedule, seed, 0)
         pruner.masks = {n: m.bool().clone() for n, m in masks.items()}
         pruner.names = list(masks)  # the masks' order: a global pool concatenates in it (ties)
-        return pruner.step()
+        return pruner.step_to(self.densities(level)) if self.original else pruner.step()
 
     def at_init_masks(self, theta0: dict[str, torch.Tensor], level: int, seed: int, task) -> M.Masks:
         """Level ``level``'s masks chosen at init by a data-driven or iterative score."""
@@ -125,5 +137,5 @@ class LevelPruning:
 
             inputs = ScoreInputs(loss=loss, input_shape=tuple(task.shape))
         pruner = self._pruner(model, level, self.oneshot, derive_seed(seed, "criterion", level), 1)
-        masks = pruner.step(inputs)
+        masks = pruner.step_to(self.densities(level), inputs) if self.original else pruner.step(inputs)
         return {n: m.cpu() for n, m in masks.items()}

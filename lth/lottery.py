@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from . import branches, gradual, models, sources, tasks
+from . import branches, gradual, head_fit, models, sources, tasks
 from . import dist as D
 from . import masks as M
 from . import metrics as metric_spec
@@ -43,6 +43,7 @@ from .presets import Config, validate
 from .run import RunDir
 from .snapshots import SNAPSHOT_SECONDS, Snapshots  # noqa: F401 - tests lower the interval here
 from .train import TrainSpec, train
+from .transfer import configure, is_transfer, masks_for
 
 
 
@@ -110,9 +111,11 @@ def resolve(cfg: Config, train_size: int) -> Config:
 class Lottery:
     """One lottery experiment bound to a run directory."""
 
-    def __init__(self, cfg: Config, out, *, progress: bool = True, ticket=None):
+    def __init__(self, cfg: Config, out, *, progress: bool = True, ticket=None, transfer: bool = False):
         validate(cfg)
-        self.ticket = ticket  # a lth.ticket.Ticket: level 0 trains its subnetwork instead of the dense net
+        # a lth.ticket.Ticket: level 0 trains its subnetwork instead of the dense net; with `transfer`
+        # (lth.transfer) only its masks, matched to this config's model, from this config's θ0
+        self.ticket = None if transfer else ticket
         self.device = pick_device(cfg.device)
         self.ctx = D.setup(self.device)
         self.task = load_task(cfg, self.device)
@@ -122,7 +125,9 @@ class Lottery:
         self.template = build_template(self.cfg, self.task)
         self.names = prunable(self.cfg, self.template)
         self.pruning = LevelPruning(self.cfg, self.template, self.names)
+        self.start_masks = masks_for(ticket.masks, self.template, self.names) if transfer else None
         self.source, self.source_arg = sources.of(self.cfg)
+        self.head = head_fit.head_names(self.template, self.source_arg) if self.cfg.head_fit_steps else []
         self.run = RunDir(out, writer=self.ctx.main)
         self.run.open(self.cfg.to_dict(), self.device)
         self.progress = progress and self.ctx.main
@@ -135,7 +140,8 @@ class Lottery:
 
     def theta0(self, t: int) -> dict[str, torch.Tensor]:
         """Trial t's starting weights, from the config's weight source (``lth.sources``)."""
-        return self.source.theta0(self.cfg, self.source_arg, self.template, self.seeds[t], t)
+        state = self.source.theta0(self.cfg, self.source_arg, self.template, self.seeds[t], t)
+        return head_fit.apply(self.run.path, t, state) if self.head else state  # a fitted head (lth.head_fit)
 
     def rewind_point(self, t: int, level: int = 1) -> dict[str, torch.Tensor]:
         """The weights level ``level`` resets to: θ0, the dense run's θk, or (``rewind_from="previous"``)
@@ -157,8 +163,8 @@ class Lottery:
     # --- masks -----------------------------------------------------------------------------------
 
     def ticket_masks(self, level: int, t: int) -> M.Masks:
-        if level == 0 and self.ticket is not None:
-            return {n: m.clone() for n, m in self.ticket.masks.items()}
+        if level == 0 and (self.ticket is not None or self.start_masks is not None):
+            return {n: m.clone() for n, m in (self.start_masks or self.ticket.masks).items()}
         if level == 0:
             return {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.theta0(t).items() if n in self.names}
         if gradual.is_gradual(self.cfg, level):  # pruned while it trains, from its source level's masks
@@ -321,6 +327,7 @@ class Lottery:
         # a finished level whose directory was deleted (to redo it, after a corrupt checkpoint) trains again
         done = {lv for lv in self.run.done_levels() if self.run.level_dir(lv).is_dir()}
         wanted = self.cfg.train_levels
+        head_fit.fit(self)  # with head_fit_steps: the new head fit alone on the frozen θ0, before level 0
         for level in range(last + 1):
             if level in done or (wanted is not None and level and level not in wanted):
                 continue
@@ -328,19 +335,25 @@ class Lottery:
         return self.run
 
 
-def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False, ticket=None) -> RunDir:
+def run(cfg: Config, out, *, progress: bool = True, dense_only: bool = False, ticket=None, transfer: bool = False,
+        ticket_path=None) -> RunDir:
     """Run (or resume) a lottery experiment into ``out``; ``dense_only`` trains level 0 alone.
 
     With ``ticket`` (a :class:`lth.ticket.Ticket`), level 0 retrains that subnetwork from the file:
-    its masks, its regenerated (or stored) weights, and its seed's data order.
+    its masks, its regenerated (or stored) weights, and its seed's data order. When ``cfg`` names
+    another dataset than the ticket's, or with ``transfer``, it is a transfer instead (``lth.transfer``):
+    ``cfg``'s task, model and θ0 under the ticket's masks (``ticket_path``: the file, recorded).
     """
-    if ticket is not None:
+    transfer = is_transfer(cfg, ticket, transfer)
+    if transfer:
+        cfg = configure(cfg, ticket, ticket_path)
+    elif ticket is not None:
         import dataclasses
 
         arch = ticket.arch
         cfg = dataclasses.replace(cfg, model=arch["model"], init=ticket.init, seed=ticket.seed, trials=1,
                                   dataset=ticket.meta.get("dataset", cfg.dataset), controls=[])
-    lottery = Lottery(cfg, out, progress=progress, ticket=ticket)
+    lottery = Lottery(cfg, out, progress=progress, ticket=ticket, transfer=transfer)
     try:
         return lottery.run_levels(0 if dense_only else None)
     finally:

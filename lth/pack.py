@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, checkpoints, models, sources
+from . import __version__, checkpoints, head_fit, models, sources
 from . import ticket as T
 from .errors import LthError
 from .init import init_from_seed
@@ -126,8 +126,9 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
         regenerates = "seed" if all(torch.equal(regenerated[n].detach(), v) for n, v in reset.items()) else None
     run_cfg = _run_config(cfg)
     source, arg = sources.of(run_cfg)
+    head = head_fit.read(run_dir, trial)  # a head fit on the frozen checkpoint: param.<name> floats
     if ck_meta.get("weights") == "source" and source.regenerates:  # θ0 from a checkpoint, verified
-        theta0 = source.theta0(run_cfg, arg, model, cfg["seed"] + trial, trial)
+        theta0 = {**source.theta0(run_cfg, arg, model, cfg["seed"] + trial, trial), **head}
         regenerates = "source" if all(torch.equal(theta0[n], v) for n, v in reset.items()) else None
     seed = cfg["seed"] + trial if seed is None else seed
     weights = final if trained else reset
@@ -137,7 +138,8 @@ def from_lottery_run(run_dir, *, level: int | None = None, experiment: str = "ti
             "weights_source": source.describe(run_cfg, arg)}
     meta["results"] = _results_for(run_dir, experiment, trial, level)  # trained: what `lth eval` reproduces
     if not trained and regenerates is not None:
-        return T.Ticket(arch, seed, cfg["init"], masks, weights=regenerates, meta=meta)
+        floats = {f"param.{n}": v.float().contiguous() for n, v in head.items()} if regenerates == "source" else {}
+        return T.Ticket(arch, seed, cfg["init"], masks, floats=floats, weights=regenerates, meta=meta)
     with torch.no_grad():
         for n, p in model.named_parameters():
             p.copy_(weights[n])

@@ -86,6 +86,9 @@ class Config:
     weights: str | None = None  # θ0's source (lth.sources): None/seed, checkpoint:PATH, run:DIR[@LEVEL]
     weights_sha256: str | None = None  # the checkpoint's SHA-256 (required with checkpoint:PATH)
     prune_pooler: bool | None = None  # model bert (head cls): prune pooler.dense.weight too (lth.models.bert)
+    transfer_source: dict | None = None  # set by a transfer run (lth.transfer): the source ticket's record
+    prune_of: str | None = None
+    head_fit_steps: int | None = None  # fit a new head alone on the frozen checkpoint first (lth.head_fit)  # rates of: remaining (None: the survivors) or original (density 1 - L*rate)
     # supermask training (`lth supermask`, lth.supermask): None means the rule's default, and fields a
     # rule does not use must stay None. Lottery runs ignore these (and record them as None).
     rule: str | None = None  # ste | topk | bernoulli (default topk)
@@ -396,10 +399,12 @@ def validate(cfg: Config) -> Config:
              f"train_levels must be levels in 1..{cfg.levels}, got {cfg.train_levels}")
         need(at_init or cfg.schedule == "oneshot", "train_levels needs a criterion at init (snip, grasp, "
              "synflow) or schedule oneshot: an iterative level prunes the level before it")
-    from . import gradual
+    from . import gradual, head_fit, sparsity
     from .sources import check as check_weights
 
     gradual.check(cfg)
+    sparsity.check_prune_of(cfg)
+    head_fit.check(cfg)
 
     check_weights(cfg)
     return cfg

@@ -292,19 +292,24 @@ class Pruner:
         return self._advance()
 
     @torch.no_grad()
-    def step_to(self, density: float, inputs: ScoreInputs | None = None) -> M.Masks:
+    def step_to(self, density, inputs: ScoreInputs | None = None) -> M.Masks:
         """Prune every pool to ``round-half-up(density * size)`` survivors (never regrows).
 
         Under ``global`` that is the overall density; under ``layerwise`` every tensor's (rates are
-        ignored: the target is the density). Iterative scores take ``rounds`` rounds to get there.
+        ignored: the target is the density). ``density`` may also be a spec shaped like the
+        allocation's (per-tensor dict, :class:`GroupRates`) whose values are densities: each pool to
+        its own. Iterative scores take ``rounds`` rounds to get there.
         """
-        if not 0.0 <= density <= 1.0:
-            raise ConfigError(f"density must be in [0, 1], got {density}")
+        one = isinstance(density, (int, float))
+        pools = self.allocation.pools(self.names, self.spec() if one else density)
+        pools = [(names, density if one else d) for names, d in pools]
+        for _, d in pools:
+            if not 0.0 <= d <= 1.0:
+                raise ConfigError(f"density must be in [0, 1], got {d}")
         if self.criterion is not None:
             raise ConfigError("step_to needs a score (a SCORES name or a Score), not a criterion function")
-        pools = self.allocation.pools(self.names, self.spec())
         sizes = [sum(self.masks[n].numel() for n in names) for names, _ in pools]
-        self._reach([(names, int(density * k + 0.5)) for (names, _), k in zip(pools, sizes)], inputs)
+        self._reach([(names, int(d * k + 0.5)) for (names, d), k in zip(pools, sizes)], inputs)
         return self._advance()
 
     def _rounds(self) -> int:

@@ -17,7 +17,9 @@ The plots are :mod:`lth.plots` (re-exported here). Every file is written atomica
 :mod:`lth.instability`) also gets :func:`lth.instability_report.instability_report`: per k the error
 barrier and the copies' errors, and the suggested ``--rewind-step``. A run whose headline is ``test_bleu`` (translation) also
 gets :mod:`lth.translation_report`'s BLEU-vs-sparsity figure and table, per pruning method (the
-optional string column ``method``).
+optional string column ``method``). A classification task's run (metric spec note ``task =
+classification``) also gets the highest matching sparsity under Chen et al.'s two definitions
+(:mod:`lth.matching`).
 """
 
 from __future__ import annotations
@@ -362,6 +364,10 @@ def report(run_dir, *, write_json=True) -> str:
         text = json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
         atomic_write_bytes(run_dir / SUMMARY, text.encode("utf-8"))
     table = format_table(summary, title=name, spec=spec)
+    if dict(spec.notes).get("task") == "classification":  # Chen et al.'s matching sparsities, lth.matching
+        from lth.matching import format_matching
+
+        table += "\n" + format_matching(summary, spec.headline, spec.columns[0].mode, spec.columns[0].scale)
     if spec.headline == "test_bleu":  # translation: BLEU per pruning method, lth.translation_report
         from lth.translation_report import write_outputs
 

@@ -15,6 +15,11 @@ when the rate is a per-tensor dict), which is what ``Pruner``/``pruning.magnitud
   = ``(1 - rate) ** L`` (the lottery's ``schedule="iterative"``).
 - ``oneshot``: level L prunes the dense network (level 0) straight to level L's density, at rate
   ``1 - (1 - rate) ** L``, the lottery's formula.
+- ``original``: level L removes ``rate`` of the ORIGINAL count: density(L) = ``1 - L * rate`` (Chen et
+  al. 2020's 10%, 20%, ... 90% sparsity at rate 0.1; ``Config.prune_of = "original"``). It prunes level
+  L-1's survivors at ``rate_at(L) = 1 - density(L) / density(L-1)``; the lottery asks the pruner for
+  the density itself (``Pruner.step_to``: ``round-half-up(density * size)`` survivors per pool), so
+  every level's count is exact whatever the rounding of the levels before.
 - ``cubic``: gradual pruning (Zhu & Gupta 2017; ``torch.ao.pruning``'s ``CubicSL``), per step:
   ``d_t = d_end + (d_0 - d_end) * (1 - (t - t_0) / (t_end - t_0)) ** 3`` for ``t_0 <= t <= t_end``
   (``d_0`` before, ``d_end`` after), pruning every ``frequency`` steps from ``t_0`` and at ``t_end``.
@@ -82,6 +87,38 @@ class OneShot(Levels):
 
     def rate_at(self, level: int) -> Rate:
         return _each(self.rate, lambda r: 1.0 - (1.0 - r) ** level)
+
+
+@SPARSITY_SCHEDULES.register("original")
+@dataclass(frozen=True)
+class Original(Levels):
+    """Each level removes ``rate`` of the original prunable count: density(L) = 1 - L * rate."""
+
+    def density(self, level: int) -> Rate:
+        return _each(self.rate, lambda r: max(0.0, 1.0 - level * r))
+
+    def rate_at(self, level: int) -> Rate:
+        before, after = self.density(level - 1), self.density(level)
+        cut = lambda b, a: 1.0 - a / b if b > 0 else 0.0  # noqa: E731
+        return {n: cut(before[n], after[n]) for n in before} if isinstance(before, dict) else cut(before, after)
+
+
+PRUNE_OF = {None: "levels", "remaining": "levels", "original": "original"}  # Config.prune_of -> schedule
+
+
+def check_prune_of(cfg) -> None:
+    """One-line ConfigError for a bad ``prune_of`` (or levels that would prune the original count away)."""
+    if cfg.prune_of not in PRUNE_OF:
+        raise ConfigError(f"prune_of must be original or remaining, got {cfg.prune_of!r}")
+    if cfg.prune_of != "original":
+        return
+    if cfg.sparsities is not None:
+        raise ConfigError("prune_of original and sparsities both set the levels' densities: give one")
+    layer = cfg.layer_rates.values() if cfg.prune_scope == "layer" else ()
+    rate = max([cfg.prune_rate, *layer, *(cfg.group_rates or {}).values(), cfg.output_rate or 0.0])
+    if cfg.levels * rate >= 1.0:
+        raise ConfigError(f"prune_of original: {cfg.levels} levels x rate {rate} prune all of the original "
+                          f"weights; need levels * rate < 1")
 
 
 @SPARSITY_SCHEDULES.register("cubic")

@@ -36,7 +36,9 @@ def _tiny_dir(path, head: str = "base", seed: int = 0):
     """A tiny random HF BERT (save_pretrained) with a WordPiece tokenizer over _vocab()."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.txt").write_text("\n".join(_vocab()) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(str(path))
+    vocab = str(path / "vocab.txt")  # transformers 5 takes `vocab` (and ignores `vocab_file`: all [UNK])
+    kw = {"vocab": vocab} if int(transformers.__version__.split(".")[0]) >= 5 else {"vocab_file": vocab}
+    transformers.BertTokenizerFast(**kw).save_pretrained(str(path))
     torch.manual_seed(seed)
     cfg = transformers.BertConfig(vocab_size=len(_vocab()), num_labels=3, **TINY)
     cls = {"base": transformers.BertModel, "cls": transformers.BertForSequenceClassification,
@@ -318,3 +320,11 @@ def test_hf_export_loads_in_transformers_with_our_logits_and_exact_zeros(run, tm
         w = params[name].detach()
         assert torch.equal(w == 0, ~m) or ((w == 0) & m).sum() == 0 and ((w != 0) & ~m).sum() == 0, name
         assert (w[~m] == 0).all() and (w[m] != 0).all()
+
+
+def test_the_tiny_tokenizer_knows_its_whole_vocabulary(tiny):
+    from lth.data.bert_text import load_tokenizer
+
+    tok = load_tokenizer(str(tiny))
+    assert len(tok) == len(_vocab()) and tok("apple engine")["input_ids"] == [2, _vocab().index("apple"),
+                                                                              _vocab().index("engine"), 3]

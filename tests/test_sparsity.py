@@ -12,8 +12,8 @@ from lth.errors import ConfigError
 from lth.sparsity import SPARSITY_SCHEDULES, Cubic, Levels, OneShot, Scheduler
 
 
-def test_registry_names_the_three_schedules():
-    assert SPARSITY_SCHEDULES.names() == ["levels", "oneshot", "cubic"]
+def test_registry_names_the_four_schedules():
+    assert SPARSITY_SCHEDULES.names() == ["levels", "oneshot", "original", "cubic"]
     assert SPARSITY_SCHEDULES.get("cubic") is Cubic
 
 

@@ -32,8 +32,8 @@ from . import TASKS, TaskEntry
 DEFAULT_SEQ_LEN = 128
 MASK_SEED = 1234
 MASK_RATE, MASK_TOKEN_P, RANDOM_TOKEN_P = 0.15, 0.8, 0.1
-CLS_METRICS = MetricSpec(("val_loss", "val_acc", "test_loss", "test_acc"), (ACC,))
-MLM_METRICS = CLS_METRICS
+MLM_METRICS = MetricSpec(("val_loss", "val_acc", "test_loss", "test_acc"), (ACC,))
+CLS_METRICS = MetricSpec(MLM_METRICS.metrics, (ACC,), notes=(("task", "classification"),))  # lth.matching
 
 
 def _inputs(ids, mask, **more) -> dict:

@@ -46,7 +46,8 @@ def test_every_branch_packs_its_starting_weights_back_exactly(run_dir, experimen
     for n, m in t.masks.items():
         assert torch.equal(m, ck[f"mask.{n}"].bool())
         assert torch.equal(model[n].detach()[m], ck[f"init.{n}"][m])
-    assert t.weights == ("seed" if branches.BRANCHES.get(experiment).keeps_reset or experiment == "reinit" else "stored")
+    want = "constant" if experiment in pack.CONSTANT_BRANCHES else "stored"  # ±α_l: sign bits
+    assert t.weights == ("seed" if branches.BRANCHES.get(experiment).keeps_reset or experiment == "reinit" else want)
 
 
 def test_checkpoints_record_how_their_weights_come_back(run_dir):

@@ -36,6 +36,7 @@ DOC = {
     "method": "lt, slt, mp, slt_mp, mp_slt (Brix et al. 2020, lth.gradual; needs --sparsities), or any label",
     "gradual_levels": "levels pruned while they train (magnitude, cubic schedule) instead of at their start",
     "rewind_from": "dense: θk of the level-0 run (Frankle et al.); previous: of the level before's run (Brix et al.)",
+    "control_levels": "train a control at these levels only, e.g. JSON {\"omp\": [3], \"reinit\": [2, 3]}",
     "restart_schedule": "every level runs the whole schedule from step 0, warmup included (true/false)",
     "test_at": "every (default): test split at each evaluation; best: at early stop and at the end only",
     "model_args": "model constructor arguments, e.g. hidden=300:100 (a list) or n_layer=2, or JSON",

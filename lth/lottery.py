@@ -201,7 +201,9 @@ class Lottery:
 
                 reset = {n: p.detach().clone() for n, p in build_model(self.ticket).named_parameters()}
             ctx = BranchContext(m, reset, seed, level, self.template, self.cfg.init)
-            controls = [] if level == 0 or gradual.is_gradual(self.cfg, level) else list(self.cfg.controls)
+            only = self.cfg.control_levels or {}
+            controls = [] if level == 0 or gradual.is_gradual(self.cfg, level) else \
+                [c for c in self.cfg.controls if level in only.get(c, [level])]
             for name in ["ticket"] + controls:
                 branch = branches.BRANCHES.get(name)
                 masks, start = branch(ctx)

@@ -87,8 +87,9 @@ class Config:
     weights_sha256: str | None = None  # the checkpoint's SHA-256 (required with checkpoint:PATH)
     prune_pooler: bool | None = None  # model bert (head cls): prune pooler.dense.weight too (lth.models.bert)
     transfer_source: dict | None = None  # set by a transfer run (lth.transfer): the source ticket's record
-    prune_of: str | None = None
-    head_fit_steps: int | None = None  # fit a new head alone on the frozen checkpoint first (lth.head_fit)  # rates of: remaining (None: the survivors) or original (density 1 - L*rate)
+    prune_of: str | None = None  # rates of: remaining (None: the survivors) or original (density 1 - L*rate)
+    head_fit_steps: int | None = None  # fit a new head alone on the frozen checkpoint first (lth.head_fit)
+    control_levels: dict | None = None  # control name -> the levels it trains at (None, or a control not named: all)
     # supermask training (`lth supermask`, lth.supermask): None means the rule's default, and fields a
     # rule does not use must stay None. Lottery runs ignore these (and record them as None).
     rule: str | None = None  # ste | topk | bernoulli (default topk)
@@ -347,6 +348,10 @@ def validate(cfg: Config) -> Config:
     from . import branches, tasks
 
     branches.check(cfg.controls)
+    for c, lv in (cfg.control_levels or {}).items():
+        need(c in cfg.controls, f"control_levels names {c!r}, which is not one of the controls {cfg.controls}")
+        need(isinstance(lv, list) and all(isinstance(v, int) and v >= 1 for v in lv),
+             f"control_levels[{c!r}] must be a list of levels >= 1, got {lv!r}")
     need(cfg.trials >= 1, f"trials must be >= 1, got {cfg.trials}")
     need(cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0")
     need(cfg.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")

@@ -222,3 +222,22 @@ def test_train_levels_with_an_iterative_magnitude_schedule_is_a_one_line_error()
 
     with pytest.raises(ConfigError, match="train_levels needs a criterion at init"):
         validate(Config(levels=3, train_levels=[2]))
+
+
+def test_control_levels_train_a_control_at_its_levels_only(tmp_path):
+    from lth.presets import Config
+
+    cfg = Config(name="tiny", iterations=4, eval_every=2, levels=2, controls=["random", "reinit"],
+                 control_levels={"reinit": [2]}, prune_rate=0.5)
+    lottery.run(cfg, tmp_path / "r", progress=False)
+    seen = {(r["experiment"], r["level"]) for r in rows(tmp_path / "r")}
+    assert ("random", "1") in seen and ("random", "2") in seen
+    assert ("reinit", "2") in seen and ("reinit", "1") not in seen
+
+
+def test_control_levels_must_name_a_control():
+    from lth.errors import ConfigError
+    from lth.presets import Config, validate
+
+    with pytest.raises(ConfigError, match="not one of the controls"):
+        validate(Config(controls=["random"], control_levels={"reinit": [1]}))

@@ -6,16 +6,16 @@ Specification (the ``Config`` fields this module checks and interprets):
 - ``sparsities = [s_1, ..., s_n]``: level L prunes to sparsity ``s_L`` (remaining ``1 - s_L``) instead of
   ``prune_rate`` per level: strictly increasing in (0, 1); ``levels`` becomes n; every prunable tensor is
   pruned alike (``prune_scope`` layer or global; layer, group and output rates do not apply), by
-  magnitude. An ordinary (IMP)
-  level prunes level L-1's trained weights among its survivors at rate ``1 - d_L / d_{L-1}`` (every
-  tensor at that rate under scope ``layer``, so each tensor keeps ``d_L`` of its weights up to rounding).
+  magnitude. An ordinary (IMP) level prunes level L-1's trained weights among its survivors to exactly
+  ``int(d_L * size + 0.5)`` survivors per pool (``Pruner.step_to``: each tensor under scope ``layer``,
+  all of them together under ``global``).
 - ``gradual_levels``: levels that do not prune at their start but while they train (magnitude pruning,
   MP, Zhu & Gupta 2017). A gradual level L starts from the masks of its *source* level G (the last
   level before L that is not gradual; 0 for the dense network) and prunes along ``sparsity.Cubic``
   from G's density d_0 to d_L: ``d_t = d_L + (d_0 - d_L)(1 - (t - t_0)/(t_end - t_0))^3``, t_0 the
   level's first step, ``t_end = t_0 + round(gradual_end * (T - t_0))`` (``gradual_end`` 0.8), every
   ``max(1, (T - t_0) // 50)`` steps and at t_end. At each pruning step each member keeps, per tensor
-  (scope ``layer``: ``round(d_t * numel)`` weights, the exact target at t_end) or over all tensors
+  (scope ``layer``: ``int(d_t * numel + 0.5)`` weights, the exact target at t_end) or over all tensors
   (scope ``global``), its largest-magnitude survivors; the loop zeroes the rest (``lth.train`` Hooks).
   Gradual levels train the ticket only (no controls): their masks come out of training.
 - ``rewind_from``: where θk (``rewind_step`` k > 0) comes from. ``dense``: the level-0 run's step k
@@ -114,15 +114,20 @@ def schedule(cfg, level: int, start: int, iterations: int) -> Cubic:
     return Cubic(d1, end=end, start=start, frequency=max(1, span // GRADUAL_STEPS), initial_density=d0)
 
 
+def keep(d: float, size: int) -> int:
+    """Survivors of a pool of ``size`` at density ``d``: round half up, as ``Pruner.step_to``."""
+    return int(d * size + 0.5)
+
+
 def keep_top(weights: dict[str, torch.Tensor], masks: M.Masks, d: float, scope: str) -> M.Masks:
-    """One member's masks keeping, among survivors, the largest |w|: per tensor ``round(d * numel)``
-    (``layer``) or ``round(d * total)`` over all tensors (``global``); never more than survive."""
+    """One member's masks keeping, among survivors, the largest |w|: per tensor ``keep(d, numel)``
+    (``layer``) or ``keep(d, total)`` over all tensors (``global``); never more than survive."""
     if scope == "layer":
-        pools = [((n,), 1.0 - min(1.0, round(d * masks[n].numel()) / max(1, int(masks[n].sum())))) for n in masks]
+        pools = [((n,), 1.0 - min(1.0, keep(d, masks[n].numel()) / max(1, int(masks[n].sum())))) for n in masks]
     else:
         alive = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
-        pools = [(tuple(masks), 1.0 - min(1.0, round(d * total) / max(1, alive)))]
+        pools = [(tuple(masks), 1.0 - min(1.0, keep(d, total) / max(1, alive)))]
     scores = {n: weights[n].detach().abs() for n in masks}
     return pruning.allocate(scores, masks, [(names, max(0.0, r)) for names, r in pools])
 

@@ -38,9 +38,9 @@ train_group = lottery.Lottery._train_group
 
 
 def recording_train_group(self, group, *a, **k):
-    finals, captured = train_group(self, group, *a, **k)
-    digests["weights"].append(digest({f"{i}.{n}": v for i, f in enumerate(finals) for n, v in f.items()}))
-    return finals, captured
+    out = train_group(self, group, *a, **k)  # (final states, captured states, the gradual hook or None)
+    digests["weights"].append(digest({f"{i}.{n}": v for i, f in enumerate(out[0]) for n, v in f.items()}))
+    return out
 
 
 lottery.Lottery._train_group = recording_train_group

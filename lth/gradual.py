@@ -101,11 +101,6 @@ def source(cfg, level: int) -> int:
     return g
 
 
-def rate(cfg, level: int) -> float:
-    """The fraction of level L-1's survivors an ordinary level L removes under ``sparsities``."""
-    return 1.0 - density(cfg, level) / density(cfg, level - 1)
-
-
 def schedule(cfg, level: int, start: int, iterations: int) -> Cubic:
     """Level ``level``'s cubic schedule over steps ``start..iterations`` (see the module docstring)."""
     d0, d1 = density(cfg, source(cfg, level)), density(cfg, level)

@@ -106,15 +106,15 @@ class LevelPruning:
 
     def prune(self, weights: dict[str, torch.Tensor], masks: M.Masks, level: int, seed: int = 0) -> M.Masks:
         """Level ``level``'s masks from the source level's trained ``weights`` and ``masks``."""
-        if self.cfg.sparsities is not None:  # lth.gradual: every pool straight to level L's density
-            r = gradual.rate(self.cfg, level)
-            pruner = pruning.Pruner(self._model(weights), r, scope=self.cfg.prune_scope, criterion=self.score,
-                                    layer_rates_={n: r for n in self.names}, names=self.names, seed=seed)
+        targets = self.cfg.sparsities is not None  # lth.gradual: every pool straight to level L's density
+        if targets:  # step_to prunes to a density: the pruner's rates play no part
+            pruner = pruning.Pruner(self._model(weights), scope=self.cfg.prune_scope, criterion=self.score,
+                                    names=self.names, seed=seed)
         else:
             pruner = self._pruner(self._model(weights), level, self.schedule, seed, 0)
         pruner.masks = {n: m.bool().clone() for n, m in masks.items()}
         pruner.names = list(masks)  # the masks' order: a global pool concatenates in it (ties)
-        if self.cfg.sparsities is not None:
+        if targets:
             return pruner.step_to(gradual.density(self.cfg, level))
         return pruner.step_to(self.densities(level)) if self.original else pruner.step()
 

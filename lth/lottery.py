@@ -129,7 +129,7 @@ class Lottery:
         self.source, self.source_arg = sources.of(self.cfg)
         self.head = head_fit.head_names(self.template, self.source_arg) if self.cfg.head_fit_steps else []
         self.run = RunDir(out, writer=self.ctx.main)
-        self.run.open(self.cfg.to_dict(), self.device)
+        self.run.open(self.cfg.to_dict(), self.device, type(self.cfg)().to_dict())
         self.progress = progress and self.ctx.main
         if self.ctx.main:  # what the task measures and early-stops on, for `lth report`
             metric_spec.write(self.run.path, tasks.entry(self.cfg).metrics)

@@ -148,8 +148,12 @@ class RunDir:
 
     # --- config and environment ---------------------------------------------------------------
 
-    def open(self, config: dict, device: str) -> None:
-        """Create the directory, or check that an existing one was made by the same config."""
+    def open(self, config: dict, device: str, defaults: dict | None = None) -> None:
+        """Create the directory, or check that an existing one was made by the same config.
+
+        A field absent from the stored config (the run predates it) counts as ``defaults[field]``: fields
+        are added with a default that keeps the old behaviour, so such a run resumes unless it is now
+        asked for something else."""
         cfg_path = self.path / "config.json"
         self.lock()
         if cfg_path.exists():
@@ -158,7 +162,7 @@ class RunDir:
             diff = sorted(
                 k
                 for k in set(old) | set(config)
-                if k not in RESUMABLE_FIELDS and old.get(k) != config.get(k)
+                if k not in RESUMABLE_FIELDS and old.get(k, (defaults or {}).get(k)) != config.get(k)
             )
             if diff:
                 k = diff[0]

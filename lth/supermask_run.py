@@ -158,7 +158,7 @@ class SupermaskRun:
         self.template = build_template(self.cfg, self.task)
         self.names = prunable(self.cfg, self.template)
         self.run = RunDir(out, writer=self.ctx.main)
-        self.run.open(self.cfg.to_dict(), self.device)
+        self.run.open(self.cfg.to_dict(), self.device, type(self.cfg)().to_dict())
         if self.ctx.main:  # what the task's metrics are, for lth report
             from . import metrics, tasks
 

@@ -124,6 +124,37 @@ def test_different_config_in_existing_dir_is_refused(finished):
         lottery.run(dataclasses.replace(cfg, lr=0.5), out, progress=False)
 
 
+def _without_field(out, field):
+    path = out / "config.json"
+    stored = json.loads(path.read_text())
+    del stored[field]  # as written by a version of lth that predates the field
+    path.write_text(json.dumps(stored))
+
+
+def test_run_made_before_a_field_existed_resumes_under_its_default(finished, tmp_path, monkeypatch):
+    import shutil
+
+    cfg, out = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    _without_field(copy, "restart_schedule")
+    trained = []
+    monkeypatch.setattr(lottery.Lottery, "train_level", lambda self, level: trained.append(level))
+    lottery.run(dataclasses.replace(cfg, levels=3), copy, progress=False)
+    assert trained == [3]
+
+
+def test_run_made_before_a_field_existed_refuses_a_non_default_value(finished, tmp_path):
+    import shutil
+
+    cfg, out = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    _without_field(copy, "restart_schedule")
+    with pytest.raises(ConfigError, match="restart_schedule"):
+        lottery.run(dataclasses.replace(cfg, restart_schedule=True), copy, progress=False)
+
+
 def test_rewind_step_beyond_training_is_config_error(tmp_path):
     from lth.presets import Config
 

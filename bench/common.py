@@ -49,3 +49,35 @@ def table(rows: list[dict], cols: list[str]) -> str:
     lines = ["  ".join(f"{c:>{widths[c]}}" for c in cols), "  ".join("-" * widths[c] for c in cols)]
     lines += ["  ".join(f"{str(r.get(c, '')):>{widths[c]}}" for c in cols) for r in rows]
     return "\n".join(lines)
+
+
+# --- results that outlive a session's run directories -------------------------------------------------
+# A long benchmark spans sessions, and ``bench/runs/`` (git-ignored) may not survive from one to the next.
+# When a run finishes, its small files are kept in a tracked folder beside the benchmark's docs; a later
+# invocation uses the kept copy instead of running it again (lth's report and merge read only these files).
+
+KEPT_FILES = ("config.json", "metrics.json", "results.csv", "env.json", "state.json")
+DONE = "kept.json"
+
+
+def keep(run_dir: Path, kept_dir: Path, requested: dict, **extra) -> Path:
+    """Copy the finished run ``run_dir``'s small files into ``kept_dir``; ``requested`` (the config the
+    benchmark asked for) and ``extra`` (JSON) are written last, in ``kept.json``, which marks it complete."""
+    from lth.io import atomic_write_bytes, atomic_write_json
+
+    kept_dir.mkdir(parents=True, exist_ok=True)
+    for name in KEPT_FILES:
+        if (run_dir / name).is_file():
+            atomic_write_bytes(kept_dir / name, (run_dir / name).read_bytes())
+    atomic_write_json(kept_dir / DONE, {"requested": requested, **extra})
+    return kept_dir
+
+
+def kept(kept_dir: Path, requested: dict) -> dict | None:
+    """``kept.json`` of ``kept_dir`` if it holds a finished run of the config ``requested``, else None."""
+    path = kept_dir / DONE
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    same = json.loads(json.dumps(requested, default=str)) == json.loads(json.dumps(doc["requested"], default=str))
+    return doc if same else None

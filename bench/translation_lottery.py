@@ -10,7 +10,9 @@ One lottery run per method in ``bench/runs/translation/<tag>/<method>`` (``lth.g
 ``lt``, ``mp`` and ``slt_mp`` alone. The dense level 0 is trained once, by the first method's run (its
 θk capture included), and copied into the others: they share the seed and the dense configuration, so
 it is the same training. A killed invocation resumes: finished levels are kept, an unfinished one
-resumes from its snapshot.
+resumes from its snapshot. A finished method run is kept (its results, config, metric spec and memory
+column; ``bench/common.py`` ``keep``) in ``docs/translation/<tag>/runs/<method>/``, tracked, so a later
+session reuses it even when ``bench/runs/`` is gone: the benchmark spans sessions a method at a time.
 
 Writes ``docs/translation/<tag>/``: ``table.txt`` (the command, Brix et al.'s Table 1 shape beside ours,
 per method and level the ticket's bytes in compressed sparse columns and its largest trained |w|, the
@@ -140,15 +142,24 @@ def main():
     tag = args.tag or args.preset
     runs, docs = ROOT / "bench" / "runs" / "translation" / tag, ROOT / "docs" / "translation" / tag
     t = time.time()
-    dirs = []
-    for i, method in enumerate(methods):
+    dirs, mem = [], []
+    for method in methods:
         cfg = method_config(args.preset, method, args.iterations, args.trials)
-        out = runs / method
-        if i > 0:
-            share_level0(dirs[0], out, cfg)
-        print(f"== {method} -> {out}", flush=True)
-        lottery.run(cfg, out)
-        dirs.append(out)
+        out, kept_dir = runs / method, docs / "runs" / method
+        done = common.kept(kept_dir, cfg.to_dict())
+        if done is None:
+            dense = next((runs / m for m in methods if (runs / m / "state.json").is_file()
+                          and 0 in lottery.RunDir(runs / m, writer=False).done_levels()), None)
+            if dense is not None and dense != out:
+                share_level0(dense, out, cfg)
+            print(f"== {method} -> {out}", flush=True)
+            lottery.run(cfg, out)
+            done = json.loads(json.dumps({"memory": memory({method: out})}))
+            common.keep(out, kept_dir, cfg.to_dict(), **done)
+        else:
+            print(f"== {method}: kept from an earlier invocation in {kept_dir}", flush=True)
+        dirs.append(kept_dir)
+        mem += [r for r in done["memory"] if r["method"] != "dense" or not mem]
     minutes = (time.time() - t) / 60
     rows = TR.merge(dirs)
     summary = TR.method_summary(rows, metrics.read(dirs[0]))
@@ -160,8 +171,7 @@ def main():
     lines = [f"{word[c['pass']]}  {c['check']}: {c['value']}" for c in found]
     command = (f"python bench/translation_lottery.py --preset {args.preset} --iterations {args.iterations} "
                f"--trials {args.trials} --methods {args.methods}" + (f" --tag {args.tag}" if args.tag else ""))
-    mem = memory(dict(zip(methods, dirs)))
-    mem_text = common.table(mem, list(mem[0]))
+    mem_text = common.table(mem, ["method", "level", "sparsity", "csc_bytes", "dense_fp32_bytes", "max_abs_w"])
     (docs / "table.txt").write_text(f"{command}\n\n{table}\n\n{mem_text}\n\n" + "\n".join(lines) + "\n")
     configs = {m: json.loads((d / "config.json").read_text()) for m, d in zip(methods, dirs)}
     payload = {"command": command, "summary": summary, "checks": found, "configs": configs, "memory": mem,

@@ -1,0 +1,41 @@
+"""bench/common.py's kept runs: what lets a long benchmark span sessions whose run directories are lost."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import common  # noqa: E402
+
+
+def finished_run(path: Path) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"lr": 0.1}))
+    (path / "results.csv").write_text("level,trial\n0,0\n")
+    (path / "state.json").write_text(json.dumps({"levels_done": [0]}))
+    (path / "level_00").mkdir()
+    (path / "level_00" / "big.safetensors").write_bytes(b"x" * 1000)
+    return path
+
+
+def test_kept_run_holds_the_small_files_and_not_the_checkpoints(tmp_path):
+    run = finished_run(tmp_path / "run")
+    out = common.keep(run, tmp_path / "kept", {"lr": 0.1}, memory=[{"level": 0}])
+    assert (out / "results.csv").read_text() == (run / "results.csv").read_text()
+    assert not (out / "level_00").exists()
+
+
+def test_kept_run_is_found_for_the_same_requested_config(tmp_path):
+    common.keep(finished_run(tmp_path / "run"), tmp_path / "kept", {"lr": 0.1}, memory=[{"level": 0}])
+    assert common.kept(tmp_path / "kept", {"lr": 0.1})["memory"] == [{"level": 0}]
+
+
+def test_kept_run_of_another_config_is_not_used(tmp_path):
+    common.keep(finished_run(tmp_path / "run"), tmp_path / "kept", {"lr": 0.1})
+    assert common.kept(tmp_path / "kept", {"lr": 0.2}) is None
+
+
+def test_copy_interrupted_before_its_marker_is_not_used(tmp_path):
+    common.keep(finished_run(tmp_path / "run"), tmp_path / "kept", {"lr": 0.1})
+    (tmp_path / "kept" / common.DONE).unlink()  # killed before the marker was written
+    assert common.kept(tmp_path / "kept", {"lr": 0.1}) is None

@@ -4,7 +4,10 @@ their controls, and tickets that transfer between tasks; resumable.
     python bench/bert_lottery.py [--phases lr,lottery,mlm,transfer] [--smoke]
 
 Every phase is lth runs in ``bench/runs/bert[_smoke]/``; a killed invocation resumes (finished levels are
-kept, an unfinished one resumes from its snapshot; a finished run is not redone).
+kept, an unfinished one resumes from its snapshot). A finished run is kept (results, config, metric spec;
+``bench/common.py`` ``keep``) in ``docs/bert[_smoke]/runs/``, tracked, with the learning rates picked
+(``lr.json``) and the 40% tickets the transfer phase needs (``tickets/``, kilobytes: masks at θ0): a later
+session reuses them when ``bench/runs/`` is gone, so the benchmark spans sessions a run at a time.
 
 1. ``lr``: dense fine-tuning of ``bert_bbc_cpu`` and ``bert_fortunes_cpu`` at each rate of ``LRS``, one
    trial; the rate with the best validation accuracy at early stop is the task's (recorded).
@@ -24,10 +27,12 @@ budgets (a few steps, 16 tokens), to check the script end to end in minutes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import time
 
+import common
 from common import ROOT, record
 
 from lth import lottery, matching, pack
@@ -53,54 +58,71 @@ def best_val(run_dir) -> float:
     return max(r["val_acc"] for r in rows)
 
 
-def phase_lr(base, smoke: bool) -> dict:
+def run_kept(cfg, out, kept_dir, after=None, extra: dict | None = None, **kw):
+    """``lottery.run(cfg, out, **kw)`` unless ``kept_dir`` holds that finished run; ``after(out)`` runs
+    once the run is finished, before it is marked kept. Returns ``kept_dir`` (what the report reads)."""
+    requested = {**cfg.to_dict(), **(extra or {})}
+    if common.kept(kept_dir, requested) is None:
+        lottery.run(cfg, out, **kw)
+        if after is not None:
+            after(out)
+        common.keep(out, kept_dir, requested)
+    return kept_dir
+
+
+# the 40% masks that transfer (source label -> lottery run and experiment)
+SOURCES = {"bbc": ("bbc", "ticket"), "fortunes": ("fortunes", "ticket"), "mlm": ("mlm", "ticket"), "omp": ("bbc", "omp")}
+
+
+def save_tickets(task: str, docs):
+    """After ``task``'s lottery run: pack its 40% masks that transfer into ``docs/tickets``."""
+    def after(run_dir):
+        (docs / "tickets").mkdir(parents=True, exist_ok=True)
+        for src, (of, experiment) in SOURCES.items():
+            if of == task:
+                T.save(pack.from_lottery_run(run_dir, level=2, experiment=experiment), docs / "tickets" / f"{src}_40.ticket")
+    return after
+
+
+def phase_lr(base, docs, smoke: bool) -> dict:
     picked = {}
     for task, name in TASKS.items():
         scores = {}
         for lr in LRS[:1] if smoke else LRS:
-            out = base / "lr" / f"{task}_{lr:g}"
-            lottery.run(cfg_for(name, smoke, lr=lr, trials=1, controls=[]), out, dense_only=True)
-            scores[lr] = best_val(out)
+            cfg = cfg_for(name, smoke, lr=lr, trials=1, controls=[])
+            kept = run_kept(cfg, base / "lr" / f"{task}_{lr:g}", docs / "runs" / "lr" / f"{task}_{lr:g}", dense_only=True)
+            scores[lr] = best_val(kept)
         picked[task] = {"lr": max(scores, key=scores.get), "val_acc": scores}
     return picked
 
 
-def phase_lottery(base, smoke: bool, lrs: dict) -> dict:
+def phase_lottery(base, docs, smoke: bool, lrs: dict) -> dict:
     out = {}
     for task, name in TASKS.items():
         cfg = cfg_for(name, smoke, lr=lrs[task]["lr"], sparsities=SPARSITIES, trials=2 if smoke else 3,
                       controls=CONTROLS, control_levels=CONTROL_LEVELS, rewind_step=0)
-        run_dir = base / "lottery" / task
-        lottery.run(cfg, run_dir)
-        out[task] = run_dir
+        out[task] = run_kept(cfg, base / "lottery" / task, docs / "runs" / "lottery" / task, after=save_tickets(task, docs))
     return out
 
 
-def phase_mlm(base, smoke: bool):
+def phase_mlm(base, docs, smoke: bool):
     kw = dict(iterations=3, eval_every=3, seq_len=16, batch_size=8, head_fit_steps=2) if smoke else \
         dict(iterations=MLM_STEPS, eval_every=50, head_fit_steps=MLM_HEAD_STEPS)
     cfg = override(preset("bert_mlm_cpu"), dict(kw, sparsities=SPARSITIES, trials=1, controls=[], rewind_step=0))
-    run_dir = base / "lottery" / "mlm"
-    lottery.run(cfg, run_dir)
-    return run_dir
+    return run_kept(cfg, base / "lottery" / "mlm", docs / "runs" / "lottery" / "mlm", after=save_tickets("mlm", docs))
 
 
-def phase_transfer(base, smoke: bool, runs: dict, lrs: dict) -> list:
-    tickets = base / "tickets"
-    tickets.mkdir(parents=True, exist_ok=True)
-    sources = {"bbc": (runs["bbc"], "ticket"), "fortunes": (runs["fortunes"], "ticket"), "mlm": (runs["mlm"], "ticket"),
-               "omp": (runs["bbc"], "omp")}
+def phase_transfer(base, docs, smoke: bool, lrs: dict) -> list:
     dirs = []
-    for src, (run_dir, experiment) in sources.items():
-        path = tickets / f"{src}_40.ticket"
-        if not path.exists():
-            T.save(pack.from_lottery_run(run_dir, level=2, experiment=experiment), path)
+    for src in SOURCES:
+        path = docs / "tickets" / f"{src}_40.ticket"
         t = T.load(path)
         for target, name in TASKS.items():
-            out = base / "transfer" / f"{src}_to_{target}"
             cfg = cfg_for(name, smoke, lr=lrs[target]["lr"], trials=2 if smoke else 3, controls=[])
-            lottery.run(cfg, out, dense_only=True, ticket=t, transfer=True, ticket_path=str(path))
-            dirs.append((src, target, out))
+            kept = run_kept(cfg, base / "transfer" / f"{src}_to_{target}", docs / "runs" / "transfer" / f"{src}_to_{target}",
+                            extra={"ticket": path.name, "ticket_sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
+                            dense_only=True, ticket=t, transfer=True, ticket_path=str(path))
+            dirs.append((src, target, kept))
     return dirs
 
 
@@ -132,29 +154,29 @@ def main():
     base, docs = ROOT / "bench" / "runs" / name, ROOT / "docs" / name
     docs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    state_path = base / "lr.json"
+    state_path = docs / "lr.json"
     if "lr" in phases or not state_path.exists():
-        lrs = phase_lr(base, args.smoke)
+        lrs = phase_lr(base, docs, args.smoke)
         state_path.write_text(json.dumps(lrs))
     lrs = json.loads(state_path.read_text())
     lrs = {k: {**v, "lr": float(v["lr"])} for k, v in lrs.items()}
     payload = {"lr": lrs, "smoke": args.smoke}
-    runs = {task: base / "lottery" / task for task in (*TASKS, "mlm")}
+    runs = {task: docs / "runs" / "lottery" / task for task in (*TASKS, "mlm")}
     if "lottery" in phases:
-        phase_lottery(base, args.smoke, lrs)
+        phase_lottery(base, docs, args.smoke, lrs)
     if "mlm" in phases:
-        phase_mlm(base, args.smoke)
+        phase_mlm(base, docs, args.smoke)
     texts = []
     for task, run_dir in runs.items():
         if (run_dir / "results.csv").exists():
             texts.append(f"## {task}\n\n{report(run_dir)}")
-            for png in run_dir.glob("*.png"):
-                shutil.copy(png, docs / f"{task}_{png.name}")
+            for png in run_dir.glob("*.png"):  # beside the tables, not in the kept run
+                shutil.move(png, docs / f"{task}_{png.name}")
             spec_rows = read_results(run_dir / "results.csv")
             payload[task] = {"summary": summarize(spec_rows) if task == "mlm" else None,
                              "config": json.loads((run_dir / "config.json").read_text())}
     if "transfer" in phases:
-        dirs = phase_transfer(base, args.smoke, runs, lrs)
+        dirs = phase_transfer(base, docs, args.smoke, lrs)
         rows, dense = transfer_rows(dirs, runs)
         matching.write_transfer(rows, dense, docs, title="TRANSFER(S, T) - dense(T), test accuracy, 40% sparsity")
         cells = matching.transfer_cells(rows, dense)

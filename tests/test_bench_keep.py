@@ -39,3 +39,25 @@ def test_copy_interrupted_before_its_marker_is_not_used(tmp_path):
     common.keep(finished_run(tmp_path / "run"), tmp_path / "kept", {"lr": 0.1})
     (tmp_path / "kept" / common.DONE).unlink()  # killed before the marker was written
     assert common.kept(tmp_path / "kept", {"lr": 0.1}) is None
+
+
+def test_bert_bench_reuses_a_kept_run_instead_of_running_it_again(tmp_path, monkeypatch):
+    import pytest
+
+    bl = pytest.importorskip("bert_lottery")
+    from lth.presets import Config
+
+    calls = []
+
+    def fake_run(cfg, out, **kw):
+        calls.append(out)
+        if not out.exists():
+            finished_run(out)
+
+    monkeypatch.setattr(bl.lottery, "run", fake_run)
+    packed = []
+    after = lambda out: packed.append(out) or (out / "packed").write_text("")  # noqa: E731
+    cfg = Config(lr=0.1)
+    for _ in range(2):  # the second invocation finds it kept
+        got = bl.run_kept(cfg, tmp_path / "run", tmp_path / "kept", after=after)
+    assert (calls, packed, got) == ([tmp_path / "run"], [tmp_path / "run"], tmp_path / "kept")

@@ -67,23 +67,10 @@ def test_report_of_a_best_run_equals_the_report_of_an_every_run(both):
 
 
 def test_a_killed_level_resumes_with_its_best_states(tmp_path, monkeypatch, both):
-    from lth.snapshots import Snapshots
+    from killing import kill_after_snapshot
 
-    class Killed(Exception):
-        pass
-
-    monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
-    save = Snapshots.save
-
-    def save_then_die(self, step, *a):
-        save(self, step, *a)
-        if self.meta.parent.name == "level_01" and step == 30:
-            raise Killed
-
-    monkeypatch.setattr(Snapshots, "save", save_then_die)
-    with pytest.raises(Killed):
-        lottery.run(Config(**CFG, test_at="best"), tmp_path / "killed", progress=False)
-    monkeypatch.setattr(Snapshots, "save", save)
+    kill_after_snapshot(monkeypatch, lambda: lottery.run(Config(**CFG, test_at="best"), tmp_path / "killed",
+                                                         progress=False), 30, "level_01")
     # some member's early stop comes before the kill: its state must come back from the snapshot
     assert any(s["level"] == 1 and s["step"] < 30 for s in lottery_stops(rows(both / "best")))
     lottery.run(Config(**CFG, test_at="best"), tmp_path / "killed", progress=False)

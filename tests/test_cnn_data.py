@@ -444,17 +444,14 @@ def test_a_resumed_run_trains_on_the_augmented_batches_the_uninterrupted_one_did
     assert not torch.equal(whole[3], plain)  # and they are augmented
 
 
-class Killed(Exception):
-    pass
-
-
 def test_a_killed_augmented_fashion_mnist_32_run_resumes_like_an_uninterrupted_one(tmp_path, monkeypatch):
     """As test_lottery's killed-level test, on the real task with augmentation (the dense level alone, to stay
     quick): the continued run's batches are the uninterrupted run's, so its rows and weights are identical."""
     import csv
 
+    from killing import kill_after_snapshot
+
     from lth.io import load_tensors
-    from lth.snapshots import Snapshots
 
     cfg = Config(name="tiny", dataset="fashion-mnist-32", augment=True, iterations=20, eval_every=10, levels=0,
                  trials=2)
@@ -468,19 +465,8 @@ def test_a_killed_augmented_fashion_mnist_32_run_resumes_like_an_uninterrupted_o
     monkeypatch.setattr(lottery, "load_task", load_once)
     lottery.run(cfg, tmp_path / "whole", progress=False)
     assert loaded[0].augment
-    monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
-    save = Snapshots.save
-
-    def save_then_die(self, step, *a):
-        save(self, step, *a)
-        if step == 10:
-            raise Killed
-
-    monkeypatch.setattr(Snapshots, "save", save_then_die)
-    with pytest.raises(Killed):
-        lottery.run(cfg, tmp_path / "killed", progress=False)
+    kill_after_snapshot(monkeypatch, lambda: lottery.run(cfg, tmp_path / "killed", progress=False), 10)
     assert (tmp_path / "killed" / "level_00" / "partial.json").exists()
-    monkeypatch.setattr(Snapshots, "save", save)
     lottery.run(cfg, tmp_path / "killed", progress=False)
 
     def timeless(out):

@@ -141,30 +141,16 @@ def test_cubic_is_exact_at_its_end_from_any_initial_density():
     assert s.density(80) == 0.1 and s.density(0) == 0.4 and 0.1 < s.density(40) < 0.4
 
 
-class Killed(Exception):
-    pass
-
-
 def test_a_killed_mp_level_resumes_with_its_masks_like_an_uninterrupted_run(tmp_path, monkeypatch):
     from lth.io import load_tensors
     from lth.presets import Config
-    from lth.snapshots import Snapshots
+    from killing import kill_after_snapshot
 
     cfg = Config(name="tiny", iterations=150, eval_every=15, trials=2, sparsities=[0.7], gradual_levels=[1],
                  layer_rates={}, method="mp")
     lottery.run(cfg, tmp_path / "whole", progress=False)
-    monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
-    save = Snapshots.save
-
-    def save_then_die(self, step, *a):
-        save(self, step, *a)
-        if self.meta.parent.name == "level_01" and step == 45:  # mid-way between two of its pruning steps (every 3)
-            raise Killed
-
-    monkeypatch.setattr(Snapshots, "save", save_then_die)
-    with pytest.raises(Killed):
-        lottery.run(cfg, tmp_path / "killed", progress=False)
-    monkeypatch.setattr(Snapshots, "save", save)
+    # step 45: mid-way between two of its pruning steps (every 3)
+    kill_after_snapshot(monkeypatch, lambda: lottery.run(cfg, tmp_path / "killed", progress=False), 45, "level_01")
     lottery.run(cfg, tmp_path / "killed", progress=False)
     for name in ("ticket_trial0", "ticket_trial1"):
         a = load_tensors(tmp_path / "whole" / "level_01" / f"{name}.safetensors")

@@ -203,30 +203,15 @@ def test_oneshot_prunes_dense_net_to_each_levels_sparsity(tmp_path):
     assert w[keep].min() >= w[~keep].max()  # straight from the dense weights, not nested via level 1
 
 
-class Killed(Exception):
-    pass
-
-
 def test_killed_level_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    from killing import kill_after_snapshot
+
     from lth.presets import Config
 
     cfg = Config(name="tiny", iterations=40, eval_every=10, levels=1, trials=2, controls=["random"], prune_rate=0.5)
     lottery.run(cfg, tmp_path / "whole", progress=False)
-    monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
-    from lth.snapshots import Snapshots
-
-    save = Snapshots.save
-
-    def save_then_die(self, step, *a):
-        save(self, step, *a)
-        if self.meta.parent.name == "level_01" and step == 20:
-            raise Killed
-
-    monkeypatch.setattr(Snapshots, "save", save_then_die)
-    with pytest.raises(Killed):
-        lottery.run(cfg, tmp_path / "killed", progress=False)
+    kill_after_snapshot(monkeypatch, lambda: lottery.run(cfg, tmp_path / "killed", progress=False), 20, "level_01")
     assert (tmp_path / "killed" / "level_01" / "partial.json").exists()
-    monkeypatch.setattr(Snapshots, "save", save)
     lottery.run(cfg, tmp_path / "killed", progress=False)
     timeless = lambda out: sorted(  # noqa: E731
         (tuple((k, v) for k, v in r.items() if k != "train_seconds") for r in rows(out)))

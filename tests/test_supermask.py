@@ -222,32 +222,17 @@ def test_bad_flags_are_one_line_errors(flags, message, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-class _Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("preset", ["mnist_supermask", "mnist_supermask_bernoulli"])
 def test_killed_supermask_run_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_path, monkeypatch, preset):
-    from lth import lottery
+    from killing import kill_after_snapshot
+
     from lth.io import load_tensors
     from lth.presets import override, preset as get
-    from lth.snapshots import Snapshots
 
     cfg = override(get(preset), {"iterations": 30, "epochs": None, "eval_every": 10, "trials": 2})
     S.run(cfg, tmp_path / "whole", progress=False)
-    monkeypatch.setattr(lottery, "SNAPSHOT_SECONDS", 0.0)
-    save = Snapshots.save
-
-    def save_then_die(self, step, *a):
-        save(self, step, *a)
-        if step == 20:
-            raise _Killed
-
-    monkeypatch.setattr(Snapshots, "save", save_then_die)
-    with pytest.raises(_Killed):
-        S.run(cfg, tmp_path / "killed", progress=False)
+    kill_after_snapshot(monkeypatch, lambda: S.run(cfg, tmp_path / "killed", progress=False), 20)
     assert (tmp_path / "killed" / "partial_trials0-1.json").exists()
-    monkeypatch.setattr(Snapshots, "save", save)
     S.run(cfg, tmp_path / "killed", progress=False)
 
     def rows(d):

@@ -23,7 +23,6 @@ import argparse
 import json
 import shutil
 import time
-from pathlib import Path
 
 from common import ROOT, record
 

@@ -29,7 +29,7 @@ from common import ROOT, record
 
 from lth import lottery
 from lth.presets import override, preset
-from lth.report import format_table, report, summarize, read_results
+from lth.report import report, summarize, read_results
 
 
 def nearest(summary, experiment, remaining):

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from . import masks as M
-from .errors import ConfigError, LthError
+from .errors import ConfigError
 from .registry import Registry
 from .scores import SCORES, Score, ScoreInputs, random_scores  # noqa: F401  (random_scores: older callers)
 
@@ -387,40 +387,5 @@ def prune_at_init(model: nn.Module, density: float, score: str | Score = "synflo
     return pruner.step_to(density, ScoreInputs(loss=loss, input_shape=input_shape))
 
 
-# --- interop with torch.nn.utils.prune ------------------------------------------------------------
-
-
-
-def to_torch_prune(model: nn.Module, masks: M.Masks) -> nn.Module:
-    """Attach masks with ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig`` + ``weight_mask``)."""
-    from torch.nn.utils import prune
-
-    for name, m in masks.items():
-        module_name, _, pname = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        prune.custom_from_mask(module, pname, m.to(getattr(module, pname).device))
-    return model
-
-
-def from_torch_prune(model: nn.Module) -> M.Masks:
-    """Read the masks of a model pruned with ``torch.nn.utils.prune`` (its ``*_mask`` buffers)."""
-    out = {}
-    for mname, module in model.named_modules():
-        for bname, buf in module.named_buffers(recurse=False):
-            if bname.endswith("_mask"):
-                pname = bname[: -len("_mask")]
-                out[f"{mname}.{pname}" if mname else pname] = buf.bool().clone()
-    if not out:
-        raise LthError("model has no torch.nn.utils.prune masks (no '*_mask' buffers)")
-    return out
-
-
-def remove_torch_prune(model: nn.Module) -> nn.Module:
-    """Make pruning permanent (``prune.remove``): plain ``weight`` parameters with zeros."""
-    from torch.nn.utils import prune
-
-    for mname, module in model.named_modules():
-        for bname, _ in list(module.named_buffers(recurse=False)):
-            if bname.endswith("_mask"):
-                prune.remove(module, bname[: -len("_mask")])
-    return model
+# interop with torch.nn.utils.prune lives in lth.torch_prune; importable from here as before
+from .torch_prune import from_torch_prune, remove_torch_prune, to_torch_prune  # noqa: E402,F401

@@ -6,7 +6,7 @@ their controls, and tickets that transfer between tasks; resumable.
 Every phase is lth runs in ``bench/runs/bert[_smoke]/``; a killed invocation resumes (finished levels are
 kept, an unfinished one resumes from its snapshot). A finished run is kept (results, config, metric spec;
 ``bench/common.py`` ``keep``) in ``docs/bert[_smoke]/runs/``, tracked, with the learning rates picked
-(``lr.json``) and the 40% tickets the transfer phase needs (``tickets/``, kilobytes: masks at θ0): a later
+(``lr.json``) and the 40% tickets the transfer phase needs (``tickets/``, masks at θ0, ~1.2 MB each): a later
 session reuses them when ``bench/runs/`` is gone, so the benchmark spans sessions a run at a time.
 
 1. ``lr``: dense fine-tuning of ``bert_bbc_cpu`` and ``bert_fortunes_cpu`` at each rate of ``LRS``, one

@@ -78,5 +78,4 @@ def kept(kept_dir: Path, requested: dict) -> dict | None:
     if not path.is_file():
         return None
     doc = json.loads(path.read_text(encoding="utf-8"))
-    same = json.loads(json.dumps(requested, default=str)) == json.loads(json.dumps(doc["requested"], default=str))
-    return doc if same else None
+    return doc if json.loads(json.dumps(requested, default=str)) == doc["requested"] else None

@@ -154,7 +154,7 @@ def main():
                 share_level0(dense, out, cfg)
             print(f"== {method} -> {out}", flush=True)
             lottery.run(cfg, out)
-            done = json.loads(json.dumps({"memory": memory({method: out})}))
+            done = {"memory": memory({method: out})}
             common.keep(out, kept_dir, cfg.to_dict(), **done)
         else:
             print(f"== {method}: kept from an earlier invocation in {kept_dir}", flush=True)

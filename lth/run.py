@@ -159,10 +159,9 @@ class RunDir:
         if cfg_path.exists():
             old = read_json(cfg_path, f"it is not a run lth can resume: choose another --out, or delete "
                                       f"{self.path} to start over")
+            old = {**(defaults or {}), **old}  # what the run was made with, fields it predates at their defaults
             diff = sorted(
-                k
-                for k in set(old) | set(config)
-                if k not in RESUMABLE_FIELDS and old.get(k, (defaults or {}).get(k)) != config.get(k)
+                k for k in set(old) | set(config) if k not in RESUMABLE_FIELDS and old.get(k) != config.get(k)
             )
             if diff:
                 k = diff[0]

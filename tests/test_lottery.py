@@ -151,7 +151,7 @@ def test_run_made_before_a_field_existed_refuses_a_non_default_value(finished, t
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     _without_field(copy, "restart_schedule")
-    with pytest.raises(ConfigError, match="restart_schedule"):
+    with pytest.raises(ConfigError, match="restart_schedule: False there, True now"):
         lottery.run(dataclasses.replace(cfg, restart_schedule=True), copy, progress=False)
 
 

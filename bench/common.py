@@ -77,5 +77,7 @@ def kept(kept_dir: Path, requested: dict) -> dict | None:
     path = kept_dir / DONE
     if not path.is_file():
         return None
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    return doc if json.loads(json.dumps(requested, default=str)) == doc["requested"] else None
+    from lth.run import read_json
+
+    doc = read_json(path, f"delete {kept_dir} to run it again")
+    return doc if json.loads(json.dumps(requested, default=str)) == doc.get("requested") else None

@@ -41,6 +41,17 @@ def test_copy_interrupted_before_its_marker_is_not_used(tmp_path):
     assert common.kept(tmp_path / "kept", {"lr": 0.1}) is None
 
 
+def test_unreadable_kept_marker_is_refused_in_one_line_naming_it(tmp_path):
+    import pytest
+
+    from lth.run import RunDirError
+
+    common.keep(finished_run(tmp_path / "run"), tmp_path / "kept", {"lr": 0.1})
+    (tmp_path / "kept" / common.DONE).write_text("{not json")
+    with pytest.raises(RunDirError, match="kept.json: unreadable"):
+        common.kept(tmp_path / "kept", {"lr": 0.1})
+
+
 def test_bert_bench_reuses_a_kept_run_instead_of_running_it_again(tmp_path, monkeypatch):
     import pytest
 

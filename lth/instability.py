@@ -20,14 +20,14 @@ with different data orders end up linearly connected (no rise in error on the li
    (Adam's moments and step count at zero), which is what the lottery's rewinding does
    (``Lottery.train_level`` starts ``train``, and so a new optimizer, at the rewind step): step k here
    means what ``--rewind-step k`` means.
-3. The path. For α = i / (P - 1), i = 0..P-1 (``--points`` P, default 11): :func:`interpolate` (A, B,
-   α) = (1 - α) A + α B of the trained copies, every float tensor (integer buffers from the nearer
-   end); α = 0 and 1 are the copies exactly. Where the model has BatchNorm running statistics, the
-   interior points get them recomputed (:func:`recompute_bn`): forward passes in training mode without
-   gradients over ``--bn-batches`` (default 32) fixed training batches of the run's batch size (the
-   first of the trial seed's epoch-0 order, each batch's randomness seeded), each statistic the mean
-   over those batches (what ``momentum=None`` computes). The ends keep the copies' own statistics;
-   their errors with recomputed ones are recorded beside (``bn_recomputed_end_errors``).
+3. The path. For α = i / (P - 1), i = 0..P-1 (``--points`` P, default 11): :func:`interpolate` (A, B, α)
+   = (1 - α) A + α B of the trained copies, every float tensor (integer buffers from the nearer end); α =
+   0 and 1 are the copies exactly. Where the model has BatchNorm running statistics, the interior points
+   get them recomputed (``lth.batchnorm.recompute_bn``): forward passes in training mode without
+   gradients over ``--bn-batches`` (default 32) fixed training batches of the run's batch size (the first
+   of the trial seed's epoch-0 order, each batch's randomness seeded), each statistic the mean over those
+   batches (what ``momentum=None`` computes). The ends keep the copies' own statistics; their errors with
+   recomputed ones are recorded beside (``bn_recomputed_end_errors``).
 4. Error and barrier. Each point is evaluated by training's evaluation code (``lth.train.evaluate``)
    on the split of the task's headline metric (``metrics.json``, ``lth.metrics``; ``test_acc``: the
    test split). Error (:func:`error`): 1 - accuracy for an accuracy column (``*_acc``), the metric
@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from .batchnorm import batchnorms, bn_indices, recompute_bn  # noqa: F401  (re-exported)
 from .errors import ConfigError, LthError
 
 FILE = "instability.json"
@@ -60,7 +61,6 @@ POINTS = 11
 BN_BATCHES = 32
 COPY_STRIDE = 1_000_003
 THRESHOLD = 0.02  # a barrier at most this (2 percentage points of error) counts as stable
-STATS = ("running_mean", "running_var")
 
 
 # --- pure parts -------------------------------------------------------------------------------------
@@ -219,65 +219,6 @@ def train_copies(s: Setup, theta: dict, mask: dict, k: int, seeds: list[int], pr
     on_dev = {n: v.to(s.device) for n, v in mask.items()}
     train(ens, M.stack([on_dev, on_dev]), s.task, s.spec, seeds, start=k, progress=progress)
     return ens
-
-
-def batchnorms(model) -> list[str]:
-    """Names of the modules with BatchNorm running statistics."""
-    from torch.nn.modules.batchnorm import _BatchNorm
-
-    return [n for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-
-
-def bn_indices(seed: int, n: int, batch_size: int, count: int) -> list:
-    """The fixed training batches BatchNorm statistics are recomputed on: the first ``count`` batches of
-    the data order seed ``seed`` sees in epoch 0 (each a ``[batch_size]`` index tensor)."""
-    from .train import Batches
-
-    order = Batches([seed], n, batch_size)
-    return [order(i)[0] for i in range(count)]
-
-
-def recompute_bn(ens, task, indices: list, seed: int = 0) -> None:
-    """Every member's BatchNorm running statistics, recomputed in place: reset, forward passes in
-    training mode without gradients over the batches ``indices`` (batch i's randomness from
-    ``step_rng([seed], i)``), each layer's statistics the mean of its per-batch statistics (what
-    ``momentum=None`` gives). The forward passes run with momentum 1 (each leaves exactly its batch's
-    statistics, summed here in float64): a cumulative average needs ``float(num_batches_tracked)``,
-    which a vmapped member cannot give."""
-    import torch
-
-    from .train import autocast, call_with, step_rng
-
-    names = batchnorms(ens.base)
-    if not names:
-        return
-    bufs, mods = ens.buffer_dict(), dict(ens.base.named_modules())
-    keys = [f"{n}.{k}" for n in names for k in STATS]
-    dev = bufs[keys[0]].device
-    sums = {k: torch.zeros_like(bufs[k], dtype=torch.float64) for k in keys}
-    momenta, was = {n: mods[n].momentum for n in names}, ens.training
-    try:
-        with torch.no_grad():
-            for n in names:
-                bufs[f"{n}.running_mean"].zero_()
-                bufs[f"{n}.running_var"].fill_(1.0)
-                mods[n].momentum = 1.0
-            ens.train()
-            for i, idx in enumerate(indices):
-                with step_rng([seed], i, 0, 0, dev), autocast(dev):
-                    x, _ = task.batch(idx.unsqueeze(0).expand(ens.members, -1))
-                    call_with(ens, x)
-                for k in keys:
-                    sums[k] += bufs[k].double()
-            for k in keys:
-                bufs[k].copy_(sums[k] / len(indices))
-            for n in names:
-                if f"{n}.num_batches_tracked" in bufs:
-                    bufs[f"{n}.num_batches_tracked"].fill_(len(indices))
-    finally:
-        for n in names:
-            mods[n].momentum = momenta[n]
-        ens.train(was)
 
 
 def _rows(metrics: dict) -> list[dict]:

@@ -46,7 +46,7 @@ def figure(docs: dict[int, dict], remaining: dict[int, float]):
             i += 1
     ax.set_xlabel("Interpolation α (0: copy A, 1: copy B)")
     ax.set_ylabel("Test error (%)")
-    ax.set_title("ResNet-20 width 8, lr 0.1: dense vs IMP tickets reset to init")
+    ax.set_title("ResNet-20 width 8, lr 0.1: dense vs tickets")
     ax.grid(True, alpha=0.3)
     fig.legend(loc="outside right upper", fontsize="small")
     return fig

@@ -16,9 +16,9 @@ largest k is below the barrier at k = 0), plus the suggested ``--rewind-step`` (
 """
 
 import argparse
-import shutil
 import time
 
+import common
 from common import ROOT, record
 
 from lth import instability, lottery
@@ -48,11 +48,7 @@ def main():
     check = {"check": f"barrier falls as k grows (k={max(ks)} below k=0)",
              "value": {k: round(100 * b, 2) for k, b in barriers.items()},
              "pass": barriers[max(ks)] < barriers[0]}
-    docs.mkdir(parents=True, exist_ok=True)
-    src = out / "instability" / "level_00"
-    for f in src.iterdir():
-        if f.suffix in (".png", ".json"):
-            shutil.copy(f, docs / f.name)
+    common.copy_outputs(out / "instability" / "level_00", docs)
     line = f"{'PASS' if check['pass'] else 'FAIL'}  {check['check']}: {check['value']} (points)"
     (docs / "table.txt").write_text(f"python bench/cnn_instability.py --schedule {args.schedule}\n\n{table}\n\n{line}\n")
     record(f"cnn_{label}", {"config": cfg.to_dict(), "ks": ks, "barriers": barriers, "check": check,
@@ -63,4 +59,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

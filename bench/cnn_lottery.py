@@ -24,6 +24,7 @@ import json
 import shutil
 import time
 
+import common
 from common import ROOT, record
 
 from lth import lottery
@@ -138,4 +139,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

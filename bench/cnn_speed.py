@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+import common
 from common import ROOT, matmul_peak_gflops, record, table
 
 MODELS = {  # name -> (registry model, model_args, batch, optimizer, augment)
@@ -138,4 +139,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -20,9 +20,9 @@ check, Frankle et al. 2020's claim in this setting: the sparsest ticket at k = 0
 
 import argparse
 import json
-import shutil
 import time
 
+import common
 from common import ROOT, record
 
 from lth import instability
@@ -67,11 +67,7 @@ def main():
     summary = json.loads((ROOT / "docs" / "cnn" / "fmnist_resnet20_cpu" / "results.json").read_text())["summary"]
     remaining = {int(r["level"]): 100.0 * r["remaining"] for r in summary if r["experiment"] == "ticket"}
     for level in levels:
-        src, dst = run / "instability" / f"level_{level:02d}", docs_dir / f"level_{level:02d}"
-        dst.mkdir(parents=True, exist_ok=True)
-        for f in src.iterdir():
-            if f.suffix in (".png", ".json"):
-                shutil.copy(f, dst / f.name)
+        common.copy_outputs(run / "instability" / f"level_{level:02d}", docs_dir / f"level_{level:02d}")
     barriers = {level: {int(k): round(100 * e["barrier"], 2) for k, e in doc["trials"]["0"]["steps"].items()}
                 for level, doc in docs.items()}
     lines = ["python bench/cnn_ticket_instability.py", "",
@@ -96,4 +92,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

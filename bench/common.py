@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmarks: the machine's float32 matmul peak and a results record."""
+"""Shared helpers for the benchmarks: the machine's float32 matmul peak, a results record, kept runs, and
+``run_main`` (lth's one-line errors and resume hint, as the CLI prints them)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,29 @@ def kept(kept_dir: Path, requested: dict) -> dict | None:
 
     doc = read_json(path, f"delete {kept_dir} to run it again")
     return doc if json.loads(json.dumps(requested, default=str)) == doc.get("requested") else None
+
+
+def copy_outputs(src: Path, dst: Path, suffixes=(".png", ".json")) -> None:
+    """Copy the files of ``src`` whose suffix is in ``suffixes`` into ``dst`` (made if missing)."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.suffix in suffixes:
+            shutil.copy(f, dst / f.name)
+
+
+def run_main(main) -> None:
+    """Run a benchmark's ``main()`` the way ``lth`` runs a command: an ``LthError`` (a missing run, a bad
+    flag) is one line on stderr and exit status 2; Ctrl-C says to run the same command again to resume."""
+    from lth.errors import LthError
+
+    try:
+        rc = main()
+    except LthError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(rc or 0)

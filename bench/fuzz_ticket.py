@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import common
 from common import ROOT, record, table
 
 from lth import __version__
@@ -451,4 +452,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -25,6 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
+import common
 from common import ROOT, record
 
 from lth import lottery
@@ -121,4 +122,4 @@ def recheck(docs: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

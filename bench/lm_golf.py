@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+import common
 from common import ROOT, matmul_peak_gflops, record, table
 
 from lth import lottery, supermask
@@ -127,4 +128,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402
 from common import record  # noqa: E402
 
 from lth import lottery  # noqa: E402
@@ -121,4 +122,4 @@ Drop in test accuracy when each method's masks are shuffled within each layer (p
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import common
 from common import ROOT, record
 
 from lth import supermask as S
@@ -179,4 +180,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

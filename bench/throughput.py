@@ -14,6 +14,7 @@ import time
 
 import torch
 
+import common
 from common import matmul_peak_gflops, record, table
 
 from lth import lottery, models
@@ -71,4 +72,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

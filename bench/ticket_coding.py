@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import common
 from common import record, table
 
 from lth import ticket as T
@@ -106,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+import common
 from common import matmul_peak_gflops, record, table
 
 from lth import lottery
@@ -84,4 +85,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

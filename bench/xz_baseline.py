@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import common
 from common import record, table
 
 from lth.data.text import VAL_FRACTION, load_text, split_text
@@ -56,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)

@@ -47,3 +47,23 @@ def test_fuzz_ticket_smoke_counts_every_mutation_kind_and_finds_no_bad_load(tmp_
     total = res["rows"][-1]
     assert total["mutation"] == "TOTAL" and total["n"] == res["n"] > 0
     assert total["other"] == total["slow"] == total["memory"] == 0 and res["bad"] == []
+
+
+def test_bench_script_reports_a_missing_run_in_one_line_with_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "cnn_ticket_instability.py"), "--run",
+                           str(tmp_path / "nope")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such run directory"]
+
+
+def test_copy_outputs_copies_only_the_named_suffixes(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import common
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.json", "c.safetensors", "d.txt"):
+        (src / name).write_text(name)
+    common.copy_outputs(src, tmp_path / "out" / "deep")
+    assert sorted(p.name for p in (tmp_path / "out" / "deep").iterdir()) == ["a.png", "b.json"]
+    assert (tmp_path / "out" / "deep" / "b.json").read_text() == "b.json"

@@ -108,3 +108,25 @@ def run_main(main) -> None:
         print("\ninterrupted: run the same command again to resume", file=sys.stderr)
         sys.exit(130)
     sys.exit(rc or 0)
+
+
+def loop_step_seconds(ens, task, cfg) -> float:
+    """Median seconds per step of ``cfg.iterations`` steps of lth's own training loop (``lth.train.train``)
+    on the ensemble ``ens``, the first two steps not counted (allocation and warm-up)."""
+    import statistics
+
+    from lth.train import TrainSpec, train
+
+    times = []
+
+    class Timer:  # the loop's progress bar: called once per step
+        last = None
+
+        def update(self, n):
+            now = time.perf_counter()
+            if self.last is not None:
+                times.append(now - self.last)
+            self.last = now
+
+    train(ens, {}, task, TrainSpec.from_config(cfg), [cfg.seed], progress=Timer())
+    return statistics.median(times[1:])  # times[0] is step 1 (step 0 is the loop's first, not timed)

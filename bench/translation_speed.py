@@ -14,7 +14,6 @@ bench/results/translation_speed.json.
 
 import argparse
 import statistics
-import time
 
 import torch
 import common
@@ -24,7 +23,7 @@ from lth import lottery
 from lth.data.parallel import PAD
 from lth.ensemble import Ensemble
 from lth.presets import override, preset
-from lth.train import Batches, TrainSpec, call_with, train
+from lth.train import Batches, call_with
 
 
 def step_flops(ens, task, idx) -> tuple[int, int]:
@@ -60,19 +59,7 @@ def main():
         f, n = step_flops(ens, task, order(s))
         flops.append(f)
         tokens.append(n)
-    times = []
-
-    class Timer:  # the loop's progress bar: called once per step
-        last = None
-
-        def update(self, n):
-            now = time.perf_counter()
-            if self.last is not None:
-                times.append(now - self.last)
-            self.last = now
-
-    train(ens, {}, task, TrainSpec.from_config(cfg), [cfg.seed], progress=Timer())
-    step_s = statistics.median(times[1:])  # times[0] is step 1 (step 0 is the loop's first, not timed)
+    step_s = common.loop_step_seconds(ens, task, cfg)
     peak = matmul_peak_gflops()
     gflops = statistics.mean(flops) / step_s / 1e9
     row = {"preset": args.preset, "batch": cfg.batch_size, "threads": torch.get_num_threads(),

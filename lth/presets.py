@@ -116,67 +116,17 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# The LeNet supermask presets: signed-constant weights, 50% density, batch 128, 8 epochs.
-_MNIST_SUPERMASK = dict(init="signed_constant", density=0.5, batch_size=128, epochs=8, eval_every=430)
-
-PRESETS: dict[str, dict] = {
-    "mnist_lenet_300_100": dict(
-        description="Frankle & Carbin 2019 LeNet-300-100 on MNIST: Adam 1.2e-3, batch 60, 50K iterations, "
-        "prune 20%/level (output 10%), reset to init",
-        # The paper feeds pixels in [0, 1]; its Adam rate is tuned for that (standardized inputs
-        # cost ~0.2 points of dense accuracy at early stop here: see docs/lenet_paper/).
-        normalize=False,
-    ),
-    "mnist_quick": dict(
-        description="A few-minute LeNet lottery run on MNIST: 2 epochs/level, 5 levels at 50%/level, "
-        "both controls",
-        epochs=2,
-        levels=5,
-        prune_rate=0.5,
-        layer_rates={"fc3.weight": 0.25},
-        controls=["reinit", "random"],
-        eval_every=200,
-    ),
-    "mnist_supermask": dict(
-        description="Supermask on LeNet-300-100, weights never trained: edge-popup top-50% per layer over "
-        "signed-constant weights, SGD 0.2 cosine, 8 epochs",
-        **_MNIST_SUPERMASK,
-        rule="topk",
-        optimizer="sgd",
-        lr=0.2,
-        momentum=0.9,
-        weight_decay=5e-4,
-    ),
-    "mnist_supermask_ste": dict(
-        description="Supermask on LeNet-300-100, rule ste: sigmoid(score/T) >= 0.3 with T annealed 1 -> 0.05, "
-        "50% target density, Adam 0.03 cosine, 8 epochs",
-        **_MNIST_SUPERMASK,
-        rule="ste",
-        density_penalty=0.1,
-        optimizer="adam",
-        lr=0.03,
-    ),
-    "mnist_supermask_bernoulli": dict(
-        description="Supermask on LeNet-300-100, rule bernoulli (Zhou et al. 2019): sampled masks, "
-        "deterministic at evaluation, Adam 0.1 cosine, 8 epochs",
-        **_MNIST_SUPERMASK,
-        rule="bernoulli",
-        optimizer="adam",
-        lr=0.1,
-    ),
-}
-
-
 def _tracks() -> dict[str, dict]:
-    from . import bert_presets, cnn_presets, lm_presets, translation_presets
+    from . import bert_presets, cnn_presets, lm_presets, mnist_presets, translation_presets
 
-    return {**lm_presets.presets(), **cnn_presets.presets(), **translation_presets.presets(),
-            **bert_presets.presets()}
+    return {**mnist_presets.presets(), **lm_presets.presets(), **cnn_presets.presets(),
+            **translation_presets.presets(), **bert_presets.presets()}
 
 
-# the language models (lth.lm_presets), the CNN track (lth.cnn_presets), translation (lth.translation_presets)
-# and BERT (lth.bert_presets: bert_*_cpu when all-MiniLM-L6-v2 is installed)
-PRESETS.update(_tracks())
+# LeNet on MNIST (lth.mnist_presets), the language models (lth.lm_presets), the CNN track (lth.cnn_presets),
+# translation (lth.translation_presets) and BERT (lth.bert_presets: bert_*_cpu when all-MiniLM-L6-v2 is
+# installed)
+PRESETS: dict[str, dict] = _tracks()
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 

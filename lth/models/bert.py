@@ -27,8 +27,8 @@ layer (query, key, value, attention output, intermediate, output); with ``cfg.pr
 ``pooler.dense.weight``. Never embeddings, biases, LayerNorms or heads. MiniLM-L6-H384: 36 matrices,
 10,616,832 weights.
 
-No buffers (positions are ``arange``), dropout through ``F.dropout``: an ensemble member draws its own
-masks on the vmap path and on the loop path.
+No buffers (positions are ``arange``), dropout through ``lth.dropout`` (``F.dropout``'s contract, a
+cheaper mask on the CPU): an ensemble member draws its own masks on the vmap path and on the loop path.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..bert_presets import default_pretrained  # kept torch-free there: `lth presets` loads no torch
+from ..dropout import dropout
 from ..errors import ConfigError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -131,7 +132,7 @@ class Embeddings(nn.Module):
     def forward(self, ids, token_type_ids):
         pos = torch.arange(ids.shape[-1], device=ids.device)
         x = self.word_embeddings(ids) + self.position_embeddings(pos) + self.token_type_embeddings(token_type_ids)
-        return F.dropout(self.LayerNorm(x), self.p, self.training)
+        return dropout(self.LayerNorm(x), self.p, self.training)
 
 
 class SelfAttention(nn.Module):
@@ -145,7 +146,7 @@ class SelfAttention(nn.Module):
         B, T, d = x.shape
         q, k, v = (f(x).view(B, T, self.heads, -1).transpose(1, 2) for f in (self.query, self.key, self.value))
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads) + bias  # [B, H, T, T]
-        probs = F.dropout(scores.softmax(-1), self.p, self.training)
+        probs = dropout(scores.softmax(-1), self.p, self.training)
         return (probs @ v).transpose(1, 2).reshape(B, T, d)
 
 
@@ -159,7 +160,7 @@ class DenseLN(nn.Module):
         self.p = c.hidden_dropout_prob
 
     def forward(self, h, residual):
-        return self.LayerNorm(F.dropout(self.dense(h), self.p, self.training) + residual)
+        return self.LayerNorm(dropout(self.dense(h), self.p, self.training) + residual)
 
 
 class Attention(nn.Module):
@@ -256,7 +257,7 @@ class Bert(nn.Module):
         h = self.encode(*flat)
         if self.head == "cls":
             pooled = torch.tanh(self.pooler.dense(h[:, 0]))
-            return self.classifier(F.dropout(pooled, self.cfg.hidden_dropout_prob, self.training)).view(*lead, -1)
+            return self.classifier(dropout(pooled, self.cfg.hidden_dropout_prob, self.training)).view(*lead, -1)
         if mlm_positions is not None:  # logits at the masked positions only: [B, P, V]
             pos = mlm_positions.reshape(-1, mlm_positions.shape[-1])
             h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))

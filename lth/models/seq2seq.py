@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..dropout import dropout
 from ..errors import ConfigError
 
 
@@ -98,7 +99,7 @@ class Attention(nn.Module):
     def forward(self, x, k, v, keep):  # x [B, T, d], k/v [B, H, S, hd], keep: bool, broadcasts to [B, H, T, S]
         q = self.heads(self.q(x))  # [B, H, T, hd]
         att = (q @ k.transpose(-2, -1)) * self.hd**-0.5  # [B, H, T, S]
-        att = F.dropout(att.masked_fill(~keep, float("-inf")).softmax(-1), self.p, self.training)
+        att = dropout(att.masked_fill(~keep, float("-inf")).softmax(-1), self.p, self.training)
         y = (att @ v).transpose(1, 2).reshape(x.shape)  # [B, T, d]
         return self.o(y)
 
@@ -109,7 +110,7 @@ class FFN(nn.Module):
         self.fc1, self.fc2, self.p = nn.Linear(cfg.d_model, cfg.d_ff), nn.Linear(cfg.d_ff, cfg.d_model), cfg.dropout
 
     def forward(self, x):  # [B, T, d]
-        return self.fc2(F.dropout(F.relu(self.fc1(x)), self.p, self.training))
+        return self.fc2(dropout(F.relu(self.fc1(x)), self.p, self.training))
 
 
 class EncoderLayer(nn.Module):
@@ -121,8 +122,8 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x, keep):  # x [B, S, d], keep [B, 1, 1, S]
         h = self.ln1(x)
-        x = x + F.dropout(self.attn(h, *self.attn.kv(h), keep), self.p, self.training)
-        return x + F.dropout(self.ffn(self.ln2(x)), self.p, self.training)
+        x = x + dropout(self.attn(h, *self.attn.kv(h), keep), self.p, self.training)
+        return x + dropout(self.ffn(self.ln2(x)), self.p, self.training)
 
 
 class DecoderLayer(nn.Module):
@@ -140,9 +141,9 @@ class DecoderLayer(nn.Module):
         k, v = self.self_attn.kv(h)  # [B, H, T, hd]
         if past is not None:
             k, v = torch.cat((past[0], k), 2), torch.cat((past[1], v), 2)  # [B, H, t + T, hd]
-        x = x + F.dropout(self.self_attn(h, k, v, causal), self.p, self.training)
-        x = x + F.dropout(self.cross_attn(self.ln2(x), *cross_kv, src_keep), self.p, self.training)
-        return x + F.dropout(self.ffn(self.ln3(x)), self.p, self.training), (k, v)
+        x = x + dropout(self.self_attn(h, k, v, causal), self.p, self.training)
+        x = x + dropout(self.cross_attn(self.ln2(x), *cross_kv, src_keep), self.p, self.training)
+        return x + dropout(self.ffn(self.ln3(x)), self.p, self.training), (k, v)
 
 
 class Seq2Seq(nn.Module):
@@ -171,7 +172,7 @@ class Seq2Seq(nn.Module):
     def embed_at(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:  # [B, T] -> [B, T, d]
         d = self.cfg.d_model
         x = self.embed(ids) * math.sqrt(d) + sinusoid(start, ids.shape[1], d, ids.device).to(self.embed.weight.dtype)
-        return F.dropout(x, self.cfg.dropout, self.training)
+        return dropout(x, self.cfg.dropout, self.training)
 
     def encode(self, src: torch.Tensor) -> dict:
         """src [B, S] -> {"memory": [B, S, d], "src_keep": [B, 1, 1, S] bool, "ck{i}", "cv{i}": [B, H, S, hd]}."""

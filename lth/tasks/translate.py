@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..data.parallel import BOS, EOS, PAD, Parallel, Split
 from ..errors import ConfigError
+from ..losses import smoothed_nll
 
 ALPHA = 0.6  # beam search's length penalty ((5 + len) / 6) ** alpha
 EVAL_SENTENCES = 64  # sentences decoded at once (beam search: times the beam)
@@ -124,8 +125,7 @@ class Translation:
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over members of each member's mean label-smoothed token cross-entropy; out [M, B, T, V]."""
         m = y.shape[0]
-        nll = F.cross_entropy(out.reshape(y.numel(), -1).float(), y.reshape(-1), ignore_index=PAD,
-                              label_smoothing=self.ls, reduction="none").view(m, -1)
+        nll = smoothed_nll(out.reshape(y.numel(), -1), y.reshape(-1), self.ls, PAD).view(m, -1)  # lth.losses
         return (nll.sum(1) / (y != PAD).view(m, -1).sum(1).clamp(min=1)).sum()
 
     # --- evaluation -------------------------------------------------------------------------------

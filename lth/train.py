@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import dist as D
+from . import member_passes
 from .errors import ConfigError
 from .evaluation import autocast, evaluate, member_forwards  # noqa: F401  (lth.train's API since the start)
 
@@ -44,6 +45,7 @@ class TrainSpec:
     test_at: str | None = None  # "best": the test split at the early-stop state and the end only (lth.best)
     early_stop: tuple = ("val_loss", "min")  # the task's early-stop column and mode (lth.metrics)
     betas: list | None = None  # adam/adamw: (beta1, beta2); None: torch's (0.9, 0.999)
+    member_passes: bool = True  # loop path: forward + backward a member at a time (lth.member_passes)
 
     @classmethod
     def from_config(cls, cfg) -> "TrainSpec":
@@ -291,6 +293,7 @@ def train(
     if spec.compile or (spec.compile is None and dev.type == "cuda"):
         model = CompiledOrEager(model)
     batches = Batches(seeds, task.train_size, spec.batch_size, getattr(task, "data_order", None))
+    by_member = spec.member_passes and member_passes.applies(model, ens, hooks, ctx)
     if spec.batch_size % (spec.grad_accum * ctx.world):
         raise ConfigError(f"batch_size {spec.batch_size} is not divisible by grad_accum x processes "
                           f"= {spec.grad_accum * ctx.world}")
@@ -354,13 +357,16 @@ def train(
             sync = model.no_sync() if ctx.active and not last and hasattr(model, "no_sync") else contextlib.nullcontext()
             with sync, step_rng(seeds, step, i, ctx.rank, dev):
                 x, y = task.batch(part)  # augmentation or token masking draws from the step's generator
-                with autocast(dev):
-                    loss = task.loss(hooks.forward(model, x), y)
-                    extra = hooks.extra_loss()
-                    if extra is not None:
-                        loss = loss + extra
-                    loss = loss / spec.grad_accum
-                loss.backward()
+                if by_member:  # lth.member_passes: one member's activations alive at a time
+                    loss = member_passes.forward_backward(ens, task, x, y, spec.grad_accum, lambda: autocast(dev))
+                else:
+                    with autocast(dev):
+                        loss = task.loss(hooks.forward(model, x), y)
+                        extra = hooks.extra_loss()
+                        if extra is not None:
+                            loss = loss + extra
+                        loss = loss / spec.grad_accum
+                    loss.backward()
             if not ctx.active:
                 check_loss(loss, opt.params(), ens.members, step)  # NaN or inf: stop, naming step and member
         if ctx.active:  # all-reduced gradients: every process stops at the same step (lth.finite)

@@ -172,6 +172,23 @@ class Ensemble(nn.Module):
         params = {n: p[one] for n, p in self.params().items()}
         return self._call(params, {n: b[one] for n, b in self.buffer_dict().items()}, args, kwargs)
 
+    def member_pass(self, m: int, *args, **kwargs):  # tensors [1, ...] -> (outputs [1, ...], leaves)
+        """Member m alone through fresh leaf tensors that share its storage: a backward fills only their
+        own [1, ...] gradients, not a zero-filled [M, ...] one per parameter (as slicing the stacked
+        leaves would); :meth:`add_member_grads` adds them into the stacked gradients."""
+        one = slice(m, m + 1)
+        leaves = [s.detach()[one].requires_grad_(s.requires_grad) for s in self.stacked]
+        params = {n: (x.mT if t else x) for n, x, t in zip(self.names, leaves, self.transposed)}
+        return self._call(params, {n: b[one] for n, b in self.buffer_dict().items()}, args, kwargs), leaves
+
+    def add_member_grads(self, m: int, leaves: list[torch.Tensor]) -> None:
+        """Add the gradients of :meth:`member_pass`'s ``leaves`` into member m's slot of the stacked ones."""
+        for s, x in zip(self.stacked, leaves):
+            if x.grad is not None:
+                if s.grad is None:
+                    s.grad = torch.zeros_like(s)
+                s.grad[m : m + 1] += x.grad
+
     def _call(self, params: dict, buffers: dict, args: tuple, kwargs: dict):
         path = self.path()
         if path == "direct":

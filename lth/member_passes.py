@@ -4,6 +4,10 @@ On the loop path (``lth.ensemble``: the CPU rule for models that do not stack) t
 after another anyway, their graphs are independent, and every task's loss is a sum over members of
 each member's loss. So member m's forward, loss and backward can run before member m + 1's forward:
 the gradients are the same, and only one member's activations are alive at a time instead of all M.
+Each member runs through fresh leaves that share its slice of the stacked parameters
+(``Ensemble.member_pass``), so its backward writes [1, ...] gradients, added into its slot; slicing the
+stacked leaves instead would zero-fill an [M, ...] gradient per parameter per member (at 12 BERT
+members, over a gigabyte a member).
 (The translation track's SLT level, 5 members x 224 sentences x 117 target tokens x a 4,000-word
 vocabulary, held 22 GB at once on its longest batch and was killed by the OOM killer.) Dropout draws
 do not move: a backward draws nothing, so member m's forward finds torch's generator where the
@@ -25,7 +29,7 @@ from . import ensemble_modes as modes
 def applies(model, ens, hooks, ctx) -> bool:
     from .train import Hooks
 
-    return (model is ens and not ctx.active and hasattr(ens, "path") and hasattr(ens, "member_forward")
+    return (model is ens and not ctx.active and hasattr(ens, "path") and hasattr(ens, "member_pass")
             and getattr(ens, "members", 1) > 1 and ens.path() == "loop"
             and type(hooks).forward is Hooks.forward and type(hooks).extra_loss is Hooks.extra_loss)
 
@@ -37,10 +41,10 @@ def _member(tree, m: int):
 def _call(ens, m: int, x):
     xm = _member(x, m)
     if isinstance(xm, dict):
-        return ens.member_forward(m, **xm)
+        return ens.member_pass(m, **xm)
     if isinstance(xm, tuple):
-        return ens.member_forward(m, *xm)
-    return ens.member_forward(m, xm)
+        return ens.member_pass(m, *xm)
+    return ens.member_pass(m, xm)
 
 
 def forward_backward(ens, task, x, y, scale: float, autocast) -> torch.Tensor:
@@ -49,7 +53,9 @@ def forward_backward(ens, task, x, y, scale: float, autocast) -> torch.Tensor:
     total = None
     for m in range(ens.members):
         with autocast():
-            loss = task.loss(_call(ens, m, x), _member(y, m)) / scale
+            out, leaves = _call(ens, m, x)
+            loss = task.loss(out, _member(y, m)) / scale
         loss.backward()
+        ens.add_member_grads(m, leaves)  # member m's [1, ...] gradients into its slot of the stacked ones
         total = loss.detach() if total is None else total + loss.detach()
     return total

@@ -26,18 +26,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
     ``os.open`` with mode 0o666 gives the file the umask's usual permissions (mkstemp's are 0o600).
     """
+    def write(tmp: Path) -> None:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            f.write(data)
+
+    atomic_write_with(path, write)
+
+
+def atomic_write_with(path: str | Path, write) -> None:
+    """``write(tmp)`` creates a temp file beside ``path``; it is synced to disk and renamed over ``path``,
+    or removed if anything fails (an OSError becomes :func:`unwritable`'s one line)."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    make_dir(path.parent)
     try:
-        make_dir(path.parent)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise unwritable(path, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as exc:
         if os.path.exists(tmp):
@@ -86,10 +94,11 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 def atomic_save_tensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> None:
     """Save tensors as safetensors, atomically (never pickle)."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(data, metadata=metadata))
+    # save_file streams to the file: no second in-memory copy (a 12-member BERT snapshot is ~5 GB)
+    atomic_write_with(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
 
 
 def load_tensors(path: str | Path, device: str = "cpu") -> dict:

@@ -97,8 +97,23 @@ def atomic_save_tensors(tensors: dict, path: str | Path, metadata: dict | None =
     from safetensors.torch import save_file
 
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    # save_file streams to the file: no second in-memory copy (a 12-member BERT snapshot is ~5 GB)
-    atomic_write_with(path, lambda tmp: save_file(data, str(tmp), metadata=metadata))
+    def write(tmp: Path) -> None:  # save_file streams to the file: no second in-memory copy (a 12-member
+        save_file(data, str(tmp), metadata=metadata)  # BERT snapshot is ~4 GB); it makes the file 0o600
+        os.chmod(tmp, 0o666 & ~_umask())  # the permissions every other file of a run gets
+
+    atomic_write_with(path, write)
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_tensors(path: str | Path, device: str = "cpu") -> dict:

@@ -294,3 +294,19 @@ def test_supermask_corrupt_checkpoint_names_the_trial_and_a_deleted_one_is_train
     ckpt.write_bytes(good)
     b = load_tensors(ckpt)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_saved_tensors_get_the_umask_permissions_and_leave_no_temp_file(tmp_path):
+    import os
+    import stat
+
+    import torch
+
+    from lth.io import atomic_save_tensors, atomic_write_bytes, load_tensors
+
+    atomic_save_tensors({"w": torch.arange(4.0)}, tmp_path / "t.safetensors")
+    atomic_write_bytes(tmp_path / "b.bin", b"x")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "t.safetensors") == mode(tmp_path / "b.bin")  # 0o666 & ~umask, both
+    assert torch.equal(load_tensors(tmp_path / "t.safetensors")["w"], torch.arange(4.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "t.safetensors"]

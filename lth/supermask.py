@@ -61,7 +61,6 @@ from torch.func import functional_call, vmap
 
 from . import masks as M
 from .errors import ConfigError
-from .init import generate, resolve_scheme
 
 RULES = ("ste", "topk", "bernoulli")
 
@@ -351,57 +350,6 @@ def trained_floats(sm: Supermask | nn.Module, names: list[str] | None = None) ->
             "frozen": frozen}
 
 
-# ---------------------------------------------------------------------------------------------------
-# init of scores and scales
-
-
-def score_seed(seed: int) -> int:
-    from .lottery import derive_seed
-
-    return derive_seed(seed, "supermask-scores")
-
-
-def init_scores(template: nn.Module, names: list[str], seed: int, cfg) -> dict[str, torch.Tensor]:
-    """Seed-derived initial scores per masked tensor.
-
-    Raw values come from ``cfg.score_init`` (an :mod:`lth.init` scheme) under a seed derived from the
-    trial seed. ``topk`` uses them as they are. ``ste`` standardizes each tensor and shifts it so that
-    exactly the ``density`` fraction is at or above the threshold ``T0 * logit(tau)``, in units of ``T0``.
-    ``bernoulli`` standardizes and centres them on ``logit(density)`` (expected density ~ target).
-    """
-    scheme = resolve_scheme(cfg.score_init)
-    params = dict(template.named_parameters())
-    s0 = score_seed(seed)
-    out = {}
-    for n in names:
-        raw = generate(s0, n, params[n].shape, scheme(n, params[n]))
-        if cfg.rule == "topk":
-            out[n] = raw
-            continue
-        z = (raw - raw.mean()) / raw.std().clamp_min(1e-12)
-        if cfg.rule == "ste":
-            k = max(1, round(cfg.density * z.numel()))
-            kth = z.flatten().topk(k).values.min()  # the k-th largest value
-            theta = ste_threshold(1.0, cfg.threshold)
-            # a hair above so that the k-th largest is kept despite rounding
-            out[n] = cfg.temperature * (z - kth + theta + 1e-4)
-        else:
-            d = min(max(cfg.density, 1e-4), 1 - 1e-4)
-            out[n] = z + math.log(d / (1 - d))
-    return out
-
-
-def scale_init(cfg) -> float:
-    """1/sqrt(density): keeps each layer's pre-activation variance at its dense value."""
-    return 1.0 / math.sqrt(cfg.density)
-
-
-def temperature_at(cfg, step: int) -> float:
-    """Geometric annealing from ``temperature`` (step 0) to ``temperature_final`` (the last step)."""
-    frac = min(1.0, step / max(1, cfg.iterations - 1))
-    return cfg.temperature * (cfg.temperature_final / cfg.temperature) ** frac
-
-
 def remaining(sm: Supermask) -> list[float]:
     """Actual mask density of each member (evaluation masks), over all masked tensors."""
     masks = sm.masks()
@@ -411,5 +359,6 @@ def remaining(sm: Supermask) -> list[float]:
 
 # Training (hooks for the one loop) and the run (SupermaskRun, checkpoints, materialize) live in
 # lth.supermask_run; importable from here.
+from .supermask_init import init_scores, scale_init, score_seed, temperature_at  # noqa: E402,F401
 from .supermask_run import (DEFAULTS, SUPERMASK_FIELDS, SupermaskHooks, SupermaskRun,  # noqa: E402,F401
                             check, evaluate, load_checkpoint, materialize, resolve_config, run, train_supermask)

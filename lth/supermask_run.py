@@ -24,7 +24,8 @@ from torch import nn
 from .init import weights_sha256
 from .errors import ConfigError
 from .init import SCHEMES
-from .supermask import RULES, Supermask, init_scores, remaining, scale_init, score_seed, temperature_at
+from .supermask import RULES, Supermask, remaining
+from .supermask_init import init_scores, scale_init, score_seed, temperature_at
 
 # Resolved values of the supermask Config fields when the config leaves them None. Fields a rule does
 # not use must stay None (setting them is an error, so that a run never records an ignored knob).

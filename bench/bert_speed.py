@@ -53,7 +53,7 @@ def measure(name: str, seq_len: int, steps: int, members: int) -> dict:
     ens = Ensemble(template, [lottery.init_state(template, s, cfg.init) for s in seeds])
     order = Batches(seeds, task.train_size, cfg.batch_size, getattr(task, "data_order", None))
     counts = [step_flops(ens, task, order(s)) for s in range(2, 4)]
-    step_s = common.loop_step_seconds(ens, task, cfg)
+    step_s = common.loop_step_seconds(ens, task, cfg, seeds)
     flops = statistics.mean(c[0] for c in counts)
     tokens, real = statistics.mean(c[1] for c in counts), statistics.mean(c[2] for c in counts)
     return {"preset": name, "batch": cfg.batch_size, "seq_len": seq_len, "members": members,

@@ -110,9 +110,10 @@ def run_main(main) -> None:
     sys.exit(rc or 0)
 
 
-def loop_step_seconds(ens, task, cfg) -> float:
+def loop_step_seconds(ens, task, cfg, seeds: list[int] | None = None) -> float:
     """Median seconds per step of ``cfg.iterations`` steps of lth's own training loop (``lth.train.train``)
-    on the ensemble ``ens``, the first two steps not counted (allocation and warm-up)."""
+    on the ensemble ``ens`` (one member seed each in ``seeds``; default ``[cfg.seed]``), the first two
+    steps not counted (allocation and warm-up)."""
     import statistics
 
     from lth.train import TrainSpec, train
@@ -128,5 +129,5 @@ def loop_step_seconds(ens, task, cfg) -> float:
                 times.append(now - self.last)
             self.last = now
 
-    train(ens, {}, task, TrainSpec.from_config(cfg), [cfg.seed], progress=Timer())
+    train(ens, {}, task, TrainSpec.from_config(cfg), seeds or [cfg.seed], progress=Timer())
     return statistics.median(times[1:])  # times[0] is step 1 (step 0 is the loop's first, not timed)

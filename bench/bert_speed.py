@@ -68,6 +68,8 @@ def main():
     ap.add_argument("--members", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    if args.steps < 1 or args.members < 1 or (args.threads is not None and args.threads < 1):
+        raise LthError("--steps, --members and --threads must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     if "bert_bbc_cpu" not in PRESETS:

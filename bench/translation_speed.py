@@ -22,6 +22,7 @@ from common import matmul_peak_gflops, record, table
 from lth import lottery
 from lth.data.parallel import PAD
 from lth.ensemble import Ensemble
+from lth.errors import LthError
 from lth.presets import override, preset
 from lth.train import Batches, call_with
 
@@ -45,6 +46,8 @@ def main():
     ap.add_argument("--batch", type=int, default=None, help="sentences a batch (default: the preset's)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
+    if args.steps < 1 or (args.threads is not None and args.threads < 1) or (args.batch is not None and args.batch < 1):
+        raise LthError("--steps, --threads and --batch must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = preset(args.preset)

@@ -41,7 +41,7 @@ from .io import atomic_save_tensors
 from .level_masks import LevelPruning
 from .presets import Config, validate
 from .run import RunDir
-from .snapshots import SNAPSHOT_SECONDS, Snapshots  # noqa: F401 - tests lower the interval here
+from .snapshots import BETWEEN_EVALS_SECONDS, SNAPSHOT_SECONDS, Snapshots  # noqa: F401 - tests lower these
 from .train import TrainSpec, train
 from .transfer import configure, is_transfer, masks_for
 
@@ -254,7 +254,8 @@ class Lottery:
     # --- mid-level snapshots ---------------------------------------------------------------------
 
     def _snapshots(self, level: int) -> Snapshots:
-        return Snapshots(self.run.level_dir(level) / "partial", writer=self.ctx.main, every=SNAPSHOT_SECONDS)
+        return Snapshots(self.run.level_dir(level) / "partial", writer=self.ctx.main, every=SNAPSHOT_SECONDS,
+                         between=BETWEEN_EVALS_SECONDS)
 
     def _drop_snapshot(self, level: int) -> None:
         self._snapshots(level).drop()

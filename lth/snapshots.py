@@ -14,7 +14,9 @@ The JSON is written last (each file atomically), so a snapshot counts only once 
 order is a function of the step, so a run continued from a snapshot is bit-identical to an uninterrupted
 one (tested for the lottery and the supermask). A snapshot that cannot be read (cut short, from another
 version, another member count) is discarded with a warning and the work redone from its start. One is
-written at an evaluation when at least ``every`` seconds have passed since the last: long runs resume
+written at an evaluation when at least ``every`` seconds have passed since the last, and between
+evaluations when ``between`` seconds have (at any step: a run killed between two far-apart evaluations,
+e.g. a translation level's 250 steps, loses at most ``between`` seconds of work); long runs resume
 mid-level, short ones never pay for the writes.
 """
 
@@ -30,6 +32,7 @@ import torch
 from .io import atomic_save_tensors, atomic_write_json, load_tensors
 
 SNAPSHOT_SECONDS = 60.0
+BETWEEN_EVALS_SECONDS = 900.0
 
 
 def training_state(model) -> dict[str, torch.Tensor]:
@@ -80,9 +83,10 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> d
 class Snapshots:
     """The snapshot of one training run (a lottery level, a supermask group) at ``<path stem>``."""
 
-    def __init__(self, stem: Path, *, writer: bool = True, every: float = SNAPSHOT_SECONDS):
+    def __init__(self, stem: Path, *, writer: bool = True, every: float = SNAPSHOT_SECONDS,
+                 between: float = BETWEEN_EVALS_SECONDS):
         self.tensors, self.meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-        self.writer, self.every = writer, every
+        self.writer, self.every, self.between = writer, every, between
         self._last = time.monotonic()
 
     def save(self, step: int, model, state: dict, rows: list[dict]) -> None:
@@ -107,13 +111,16 @@ class Snapshots:
                                       "members": model.members, **extra})
 
     def callback(self, model, rows: list[dict]):
-        """``snapshot(step, state)`` for :func:`lth.train.train`: saves at most once every ``every`` s."""
+        """``snapshot(step, state)`` for :func:`lth.train.train`: saves at most once every ``every`` s.
+        ``snapshot.due()`` says whether one is due between evaluations (``between`` s since the last; never
+        on a process that does not write, so it needs no agreement between processes)."""
 
         def snapshot(step, state):
             if time.monotonic() - self._last >= self.every:
                 self.save(step, model, state, rows)
                 self._last = time.monotonic()
 
+        snapshot.due = lambda: self.writer and time.monotonic() - self._last >= self.between
         return snapshot
 
     def load(self, model):

@@ -229,6 +229,10 @@ class Clock:
         return now
 
 
+def _never() -> bool:
+    return False
+
+
 def train(
     ens,
     masks: dict[str, torch.Tensor],
@@ -257,9 +261,10 @@ def train(
     the test split, and at the end ``on_test(step, test metrics, best steps, test metrics at the best
     steps)`` gets it (:mod:`lth.best`).
 
-    ``snapshot(step, state)`` is called after each evaluation past ``start`` with what a killed run
-    needs to continue exactly: ``state = {"optimizer": state_dict, "train_seconds", "captured"[, "best"]}`` (the
-    weights are ``ens``'s). ``resume`` is such a state (with ``ens`` already holding the weights and
+    ``snapshot(step, state)`` is called after each evaluation past ``start``, and at any step where its
+    optional ``snapshot.due()`` says so (:mod:`lth.snapshots`: time-based, between evaluations), with what
+    a killed run needs to continue exactly: ``state = {"optimizer": state_dict, "train_seconds",
+    "captured"[, "best"]}`` (the weights are ``ens``'s). ``resume`` is such a state (with ``ens`` already holding the weights and
     ``start`` its step): the optimizer, clock and captured states continue from it. Data order is a
     function of the step, so the continued run sees the batches the killed one would have.
 
@@ -334,13 +339,15 @@ def train(
     while step < end:
         if step in capture:
             captured[step] = [ens.member_state(i) for i in range(ens.members)]
-        if step % spec.eval_every == 0:
+        at_eval = step % spec.eval_every == 0
+        if at_eval:
             report(step)
-            if snapshot is not None and step > start:
-                hook_state = hooks.state_dict() if hasattr(hooks, "state_dict") else None  # duck-typed hooks
-                snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured,
-                                **({"best": best.state()} if best is not None else {}),
-                                **({"hook": hook_state} if hook_state else {})})
+        # at an evaluation, or between two far apart when the snapshot's clock says one is due
+        if snapshot is not None and step > start and (at_eval or getattr(snapshot, "due", _never)()):
+            hook_state = hooks.state_dict() if hasattr(hooks, "state_dict") else None  # duck-typed hooks
+            snapshot(step, {"optimizer": opt.state_dict(), "train_seconds": clock.spent, "captured": captured,
+                            **({"best": best.state()} if best is not None else {}),
+                            **({"hook": hook_state} if hook_state else {})})
         clock.start()
         elapsed = clock.elapsed() if spec.max_minutes else 0.0  # only a budget needs the clock (and its all-reduce)
         # the budget never stops a run before its capture steps (the rewind point must exist)

@@ -223,6 +223,28 @@ def test_killed_level_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_pa
     assert not (tmp_path / "killed" / "level_01" / "partial.json").exists()
 
 
+def test_run_killed_between_evaluations_resumes_from_a_time_based_snapshot_like_an_uninterrupted_run(
+        tmp_path, monkeypatch):
+    from killing import kill_after_snapshot
+
+    from lth.presets import Config
+
+    # one evaluation a level (step 0 and the end): only the between-evaluations snapshot can save step 13
+    cfg = Config(name="tiny", iterations=30, eval_every=30, levels=1, trials=1, controls=["random"], prune_rate=0.5)
+    lottery.run(cfg, tmp_path / "whole", progress=False)
+    monkeypatch.setattr(lottery, "BETWEEN_EVALS_SECONDS", 0.0)
+    kill_after_snapshot(monkeypatch, lambda: lottery.run(cfg, tmp_path / "killed", progress=False), 13, "level_01")
+    assert json.loads((tmp_path / "killed" / "level_01" / "partial.json").read_text())["step"] == 13
+    lottery.run(cfg, tmp_path / "killed", progress=False)
+    timeless = lambda out: sorted(  # noqa: E731
+        (tuple((k, v) for k, v in r.items() if k != "train_seconds") for r in rows(out)))
+    assert timeless(tmp_path / "killed") == timeless(tmp_path / "whole")
+    for name in ("ticket_trial0", "random_trial0"):
+        a = load_tensors(tmp_path / "whole" / "level_01" / f"{name}.safetensors")
+        b = load_tensors(tmp_path / "killed" / "level_01" / f"{name}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_train_levels_trains_only_the_named_levels_of_a_criterion_at_init(tmp_path):
     from lth.presets import Config
 

@@ -112,10 +112,15 @@ def phase_mlm(base, docs, smoke: bool):
     return run_kept(cfg, base / "lottery" / "mlm", docs / "runs" / "lottery" / "mlm", after=save_tickets("mlm", docs))
 
 
-def phase_transfer(base, docs, smoke: bool, lrs: dict) -> list:
-    dirs = []
+def phase_transfer(base, docs, smoke: bool, lrs: dict) -> tuple[list, list]:
+    """The transfer runs of every source whose 40% ticket exists (a source whose lottery run has not
+    finished yet is skipped and named: the phase can start beside the lottery and be run again)."""
+    dirs, missing = [], []
     for src in SOURCES:
         path = docs / "tickets" / f"{src}_40.ticket"
+        if not path.is_file():
+            missing.append(src)
+            continue
         t = T.load(path)
         for target, name in TASKS.items():
             cfg = cfg_for(name, smoke, lr=lrs[target]["lr"], trials=2 if smoke else 3, controls=[])
@@ -123,7 +128,7 @@ def phase_transfer(base, docs, smoke: bool, lrs: dict) -> list:
                             extra={"ticket": path.name, "ticket_sha256": hashlib.sha256(path.read_bytes()).hexdigest()},
                             dense_only=True, ticket=t, transfer=True, ticket_path=str(path))
             dirs.append((src, target, kept))
-    return dirs
+    return dirs, missing
 
 
 def transfer_rows(dirs, runs: dict) -> tuple[list[dict], dict]:
@@ -176,7 +181,11 @@ def main():
             payload[task] = {"summary": summarize(spec_rows) if task == "mlm" else None,
                              "config": json.loads((run_dir / "config.json").read_text())}
     if "transfer" in phases:
-        dirs = phase_transfer(base, docs, args.smoke, lrs)
+        dirs, missing = phase_transfer(base, docs, args.smoke, lrs)
+    if "transfer" in phases and missing:
+        print(f"transfer: no 40% ticket yet from {', '.join(missing)} (their lottery phase has not finished); "
+              f"{len(dirs)} runs done, the map waits for the rest", flush=True)
+    elif "transfer" in phases:
         rows, dense = transfer_rows(dirs, runs)
         matching.write_transfer(rows, dense, docs, title="TRANSFER(S, T) - dense(T), test accuracy, 40% sparsity")
         cells = matching.transfer_cells(rows, dense)

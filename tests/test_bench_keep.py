@@ -72,3 +72,19 @@ def test_bert_bench_reuses_a_kept_run_instead_of_running_it_again(tmp_path, monk
     for _ in range(2):  # the second invocation finds it kept
         got = bl.run_kept(cfg, tmp_path / "run", tmp_path / "kept", after=after)
     assert (calls, packed, got) == ([tmp_path / "run"], [tmp_path / "run"], tmp_path / "kept")
+
+
+def test_bert_transfer_runs_the_sources_whose_ticket_exists_and_names_the_others(tmp_path, monkeypatch):
+    import pytest
+
+    bl = pytest.importorskip("bert_lottery")
+    (tmp_path / "docs" / "tickets").mkdir(parents=True)
+    (tmp_path / "docs" / "tickets" / "bbc_40.ticket").write_bytes(b"t")
+    ran = []
+    monkeypatch.setattr(bl.T, "load", lambda path: path.name)
+    monkeypatch.setattr(bl, "run_kept", lambda cfg, out, kept, **kw: ran.append((out.name, kw["ticket"])) or kept)
+    lrs = {task: {"lr": 1e-4} for task in bl.TASKS}
+    dirs, missing = bl.phase_transfer(tmp_path / "runs", tmp_path / "docs", True, lrs)
+    assert ran == [("bbc_to_bbc", "bbc_40.ticket"), ("bbc_to_fortunes", "bbc_40.ticket")]
+    assert [d[:2] for d in dirs] == [("bbc", "bbc"), ("bbc", "fortunes")]
+    assert missing == ["fortunes", "mlm", "omp"]

@@ -9,12 +9,14 @@ kept, an unfinished one resumes from its snapshot). A finished run is kept (resu
 (``lr.json``) and the 40% tickets the transfer phase needs (``tickets/``, masks at θ0, ~1.2 MB each): a later
 session reuses them when ``bench/runs/`` is gone, so the benchmark spans sessions a run at a time.
 
-1. ``lr``: dense fine-tuning of ``bert_bbc_cpu`` and ``bert_fortunes_cpu`` at each rate of ``LRS``, one
-   trial; the rate with the best validation accuracy at early stop is the task's (recorded).
+1. ``lr``: dense fine-tuning of ``bert_bbc_cpu`` and ``bert_fortunes_cpu`` at each rate of ``LRS``, and
+   of ``bert_mlm_cpu`` (head fit and fine-tuning) at each of ``MLM_LRS``, one trial; the rate with the best
+   validation accuracy at early stop is the task's (recorded).
 2. ``lottery``: per classification task, IMP rewinding to θ0 at 20 / 40 / 60% sparsity (global magnitude
    over the 36 encoder matrices), 3 trials, at the picked rate; controls ``random`` and ``reinit`` at 40
    and 60%, ``omp`` at 40 and 60% (40%: a transfer source), ``shuffle`` at 60%.
-3. ``mlm``: ``bert_mlm_cpu`` (head fit alone first) at 20 / 40 / 60%, one trial, ``MLM_STEPS`` a level.
+3. ``mlm``: ``bert_mlm_cpu`` (head fit alone first) at 20 / 40 / 60%, one trial, ``MLM_STEPS`` a level, at
+   the picked rate.
 4. ``transfer``: the 40% tickets (trial 0) of BBC, fortunes, MLM and BBC's ``omp`` mask, each fine-tuned
    on BBC and fortunes from θ0 (``lth train TARGET --ticket``), 3 seeds: ``transfer.csv`` and the heat
    map of TRANSFER(S, T) - dense(T) (``lth.matching``).
@@ -46,6 +48,7 @@ SPARSITIES = [0.2, 0.4, 0.6]
 CONTROLS = ["random", "reinit", "omp", "shuffle"]
 CONTROL_LEVELS = {"random": [2, 3], "reinit": [2, 3], "omp": [2, 3], "shuffle": [3]}
 MLM_STEPS, MLM_HEAD_STEPS = 150, 100
+MLM_LRS = [1e-4, 3e-4, 1e-3]  # the head fit and the MLM fine-tuning at one rate (1e-4: 20.6% dense at 150 steps)
 SMOKE = dict(iterations=3, epochs=None, eval_every=3, seq_len=16, batch_size=8)
 
 
@@ -93,6 +96,12 @@ def phase_lr(base, docs, smoke: bool) -> dict:
             kept = run_kept(cfg, base / "lr" / f"{task}_{lr:g}", docs / "runs" / "lr" / f"{task}_{lr:g}", dense_only=True)
             scores[lr] = best_val(kept)
         picked[task] = {"lr": max(scores, key=scores.get), "val_acc": scores}
+    scores = {}
+    for lr in MLM_LRS[:1] if smoke else MLM_LRS:
+        cfg = override(mlm_config(smoke), dict(lr=lr, trials=1, controls=[]))
+        kept = run_kept(cfg, base / "lr" / f"mlm_{lr:g}", docs / "runs" / "lr" / f"mlm_{lr:g}", dense_only=True)
+        scores[lr] = best_val(kept)
+    picked["mlm"] = {"lr": max(scores, key=scores.get), "val_acc": scores}
     return picked
 
 
@@ -105,10 +114,15 @@ def phase_lottery(base, docs, smoke: bool, lrs: dict) -> dict:
     return out
 
 
-def phase_mlm(base, docs, smoke: bool):
+def mlm_config(smoke: bool):
     kw = dict(iterations=3, eval_every=3, seq_len=16, batch_size=8, head_fit_steps=2) if smoke else \
         dict(iterations=MLM_STEPS, eval_every=50, head_fit_steps=MLM_HEAD_STEPS)
-    cfg = override(preset("bert_mlm_cpu"), dict(kw, sparsities=SPARSITIES, trials=1, controls=[], rewind_step=0))
+    return override(preset("bert_mlm_cpu"), kw)
+
+
+def phase_mlm(base, docs, smoke: bool, lrs: dict):
+    cfg = override(mlm_config(smoke), dict(lr=lrs["mlm"]["lr"], sparsities=SPARSITIES, trials=1, controls=[],
+                                           rewind_step=0))
     return run_kept(cfg, base / "lottery" / "mlm", docs / "runs" / "lottery" / "mlm", after=save_tickets("mlm", docs))
 
 
@@ -160,7 +174,7 @@ def main():
     docs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     state_path = docs / "lr.json"
-    if "lr" in phases or not state_path.exists():
+    if "lr" in phases or not state_path.exists() or "mlm" not in json.loads(state_path.read_text()):
         lrs = phase_lr(base, docs, args.smoke)
         state_path.write_text(json.dumps(lrs))
     lrs = json.loads(state_path.read_text())
@@ -170,7 +184,7 @@ def main():
     if "lottery" in phases:
         phase_lottery(base, docs, args.smoke, lrs)
     if "mlm" in phases:
-        phase_mlm(base, docs, args.smoke)
+        phase_mlm(base, docs, args.smoke, lrs)
     texts = []
     for task, run_dir in runs.items():
         if (run_dir / "results.csv").exists():

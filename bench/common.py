@@ -74,14 +74,22 @@ def keep(run_dir: Path, kept_dir: Path, requested: dict, **extra) -> Path:
 
 
 def kept(kept_dir: Path, requested: dict) -> dict | None:
-    """``kept.json`` of ``kept_dir`` if it holds a finished run of the config ``requested``, else None."""
+    """``kept.json`` of ``kept_dir`` if it holds a finished run of the config ``requested``, else None.
+    A config field the kept run predates counts as at its default (as ``lth.run.RunDir.open`` does), so
+    adding a field to ``Config`` does not make every kept run stale."""
     path = kept_dir / DONE
     if not path.is_file():
         return None
+    from lth.presets import Config
     from lth.run import read_json
 
     doc = read_json(path, f"delete {kept_dir} to run it again")
-    return doc if json.loads(json.dumps(requested, default=str)) == doc.get("requested") else None
+    have, want = doc.get("requested"), json.loads(json.dumps(requested, default=str))
+    if not isinstance(have, dict):
+        return None
+    defaults = json.loads(json.dumps(Config().to_dict(), default=str))
+    have = {**{k: defaults[k] for k in want.keys() - have.keys() if k in defaults}, **have}
+    return doc if want == have else None
 
 
 def copy_outputs(src: Path, dst: Path, suffixes=(".png", ".json")) -> None:

@@ -30,6 +30,7 @@ DOC = {
                    "fresh optimizer: no momentum carried over)",
     "head_fit_steps": "steps fitting a new head (bert's MLM head) alone on the frozen checkpoint before level 0; "
                       "every level rewinds to that fit (lth.head_fit)",
+    "head_fit_lr": "the head fit's learning rate (default: --lr)",
     "transfer_source": "recorded by a transfer (lth train PRESET --ticket FILE): the source ticket",
     "train_images": "image tasks: train on the first N training images only",
     "sparsities": "target sparsity per level, e.g. 0.5,0.8,0.9 (levels = their count; every tensor alike)",

@@ -8,7 +8,8 @@ checkpoint has), seeded from the run's seed. With ``Config.head_fit_steps = N`` 
   fit needs ``weights=checkpoint:PATH`` and such a head (else one line).
 - Before level 0, each trial's θ0 (checkpoint + seeded head) trains for N steps with every other
   parameter frozen (:class:`HeadOnly`: its optimizer sees the head only, and the frozen tensors get no
-  gradients), with the config's optimizer, rate, schedule (over the N steps), clipping and batch, data
+  gradients), with the config's optimizer, rate (``head_fit_lr`` where set: a head from scratch takes a
+  larger one than fine-tuning), schedule (over the N steps), clipping and batch, data
   order from ``derive_seed(trial seed, "head-fit")``, no evaluation. The fitted heads are written to
   ``head_fit.safetensors`` at the run's root (``trial{t}.<name>``), atomically once all trials are fit;
   a killed fit is redone, a finished one is reused.
@@ -101,6 +102,7 @@ def fit(lottery) -> None:
               for t, s in enumerate(lottery.seeds)]
     ens = HeadOnly(lottery.template, states, names).to(lottery.device)
     spec = dataclasses.replace(lottery.spec, iterations=cfg.head_fit_steps, eval_every=cfg.head_fit_steps + 1,
+                               lr=lottery.spec.lr if cfg.head_fit_lr is None else cfg.head_fit_lr,
                                warmup=min(lottery.spec.warmup, cfg.head_fit_steps), test_at=None, max_minutes=None)
     train(ens, {}, lottery.task, spec, [derive_seed(s, "head-fit") for s in lottery.seeds], ctx=lottery.ctx)
     fitted = {f"trial{t}.{n}": v for t in range(len(states)) for n, v in ens.member_state(t).items() if n in names}

@@ -89,6 +89,7 @@ class Config:
     transfer_source: dict | None = None  # set by a transfer run (lth.transfer): the source ticket's record
     prune_of: str | None = None  # rates of: remaining (None: the survivors) or original (density 1 - L*rate)
     head_fit_steps: int | None = None  # fit a new head alone on the frozen checkpoint first (lth.head_fit)
+    head_fit_lr: float | None = None  # the head fit's learning rate (None: lr)
     control_levels: dict | None = None  # control name -> the levels it trains at (None, or a control not named: all)
     # supermask training (`lth supermask`, lth.supermask): None means the rule's default, and fields a
     # rule does not use must stay None. Lottery runs ignore these (and record them as None).
@@ -315,6 +316,7 @@ def validate(cfg: Config) -> Config:
          f"batch_size {cfg.batch_size} is not divisible by grad_accum {cfg.grad_accum}")
     need(cfg.max_minutes is None or cfg.max_minutes > 0, f"max_minutes must be > 0, got {cfg.max_minutes}")
     need(cfg.matrix_lr is None or cfg.matrix_lr > 0, f"matrix_lr must be > 0, got {cfg.matrix_lr}")
+    need(cfg.head_fit_lr is None or cfg.head_fit_lr > 0, f"head_fit_lr must be > 0, got {cfg.head_fit_lr}")
     from .optimizers import LR_SCHEDULES
 
     need(cfg.lr_schedule is None or cfg.lr_schedule in LR_SCHEDULES,

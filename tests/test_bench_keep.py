@@ -35,6 +35,12 @@ def test_kept_run_of_another_config_is_not_used(tmp_path):
     assert common.kept(tmp_path / "kept", {"lr": 0.2}) is None
 
 
+def test_kept_run_that_predates_a_config_field_counts_it_at_its_default(tmp_path):
+    common.keep(finished_run(tmp_path / "run"), tmp_path / "kept", {"lr": 0.1})
+    assert common.kept(tmp_path / "kept", {"lr": 0.1, "head_fit_lr": None}) is not None
+    assert common.kept(tmp_path / "kept", {"lr": 0.1, "head_fit_lr": 1e-3}) is None
+
+
 def test_copy_interrupted_before_its_marker_is_not_used(tmp_path):
     common.keep(finished_run(tmp_path / "run"), tmp_path / "kept", {"lr": 0.1})
     (tmp_path / "kept" / common.DONE).unlink()  # killed before the marker was written

@@ -70,6 +70,23 @@ def test_the_fitted_head_differs_from_the_seeded_draw(run):
                            seeded["cls.predictions.transform.dense.weight"])
 
 
+def test_head_fit_lr_sets_the_fits_rate_and_not_the_levels(run, tmp_path, monkeypatch):
+    import lth.train
+
+    run_dir, ckdir = run
+    rates = []
+    real = lth.train.train
+
+    def spy(ens, masks, task, spec, *a, **kw):
+        rates.append(spec.lr)
+        return real(ens, masks, task, spec, *a, **kw)
+
+    monkeypatch.setattr(lth.train, "train", spy)  # the head fit's
+    monkeypatch.setattr(lottery, "train", spy)  # the levels'
+    lottery.run(_cfg(run_dir.parent, ckdir, head_fit_lr=0.5, levels=0), tmp_path / "r", progress=False)
+    assert rates == [0.5, 1e-2]  # the fit, then level 0 at lr
+
+
 def test_a_ticket_at_theta0_regenerates_the_encoder_and_carries_the_fitted_head(run, tmp_path):
     run_dir, _ = run
     t = pack.from_run(run_dir, level=1)

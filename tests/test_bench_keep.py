@@ -94,3 +94,18 @@ def test_bert_transfer_runs_the_sources_whose_ticket_exists_and_names_the_others
     assert ran == [("bbc_to_bbc", "bbc_40.ticket"), ("bbc_to_fortunes", "bbc_40.ticket")]
     assert [d[:2] for d in dirs] == [("bbc", "bbc"), ("bbc", "fortunes")]
     assert missing == ["fortunes", "mlm", "omp"]
+
+
+def test_kept_runs_under_docs_are_not_git_ignored():
+    import shutil
+    import subprocess
+
+    import pytest
+
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = lambda p: subprocess.run(["git", "check-ignore", "-q", p], cwd=root).returncode == 0  # noqa: E731
+    assert not ignored("docs/bert/runs/lottery/bbc/results.csv")
+    assert not ignored("docs/translation/translation_cpu/runs/slt/results.csv")
+    assert ignored("bench/runs/bert/lottery/bbc/results.csv")  # the full runs (checkpoints) stay out

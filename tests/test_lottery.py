@@ -203,6 +203,17 @@ def test_oneshot_prunes_dense_net_to_each_levels_sparsity(tmp_path):
     assert w[keep].min() >= w[~keep].max()  # straight from the dense weights, not nested via level 1
 
 
+def assert_same_level_1(whole, killed, names) -> None:
+    """A killed-and-resumed run equals the uninterrupted one: rows (but their clock) and level 1's members."""
+    timeless = lambda out: sorted(  # noqa: E731
+        (tuple((k, v) for k, v in r.items() if k != "train_seconds") for r in rows(out)))
+    assert timeless(killed) == timeless(whole)
+    for name in names:
+        a = load_tensors(whole / "level_01" / f"{name}.safetensors")
+        b = load_tensors(killed / "level_01" / f"{name}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_killed_level_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_path, monkeypatch):
     from killing import kill_after_snapshot
 
@@ -213,13 +224,7 @@ def test_killed_level_resumes_from_its_snapshot_like_an_uninterrupted_run(tmp_pa
     kill_after_snapshot(monkeypatch, lambda: lottery.run(cfg, tmp_path / "killed", progress=False), 20, "level_01")
     assert (tmp_path / "killed" / "level_01" / "partial.json").exists()
     lottery.run(cfg, tmp_path / "killed", progress=False)
-    timeless = lambda out: sorted(  # noqa: E731
-        (tuple((k, v) for k, v in r.items() if k != "train_seconds") for r in rows(out)))
-    assert timeless(tmp_path / "killed") == timeless(tmp_path / "whole")
-    for name in ("ticket_trial0", "random_trial1"):
-        a = load_tensors(tmp_path / "whole" / "level_01" / f"{name}.safetensors")
-        b = load_tensors(tmp_path / "killed" / "level_01" / f"{name}.safetensors")
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_level_1(tmp_path / "whole", tmp_path / "killed", ("ticket_trial0", "random_trial1"))
     assert not (tmp_path / "killed" / "level_01" / "partial.json").exists()
 
 
@@ -236,13 +241,7 @@ def test_run_killed_between_evaluations_resumes_from_a_time_based_snapshot_like_
     kill_after_snapshot(monkeypatch, lambda: lottery.run(cfg, tmp_path / "killed", progress=False), 13, "level_01")
     assert json.loads((tmp_path / "killed" / "level_01" / "partial.json").read_text())["step"] == 13
     lottery.run(cfg, tmp_path / "killed", progress=False)
-    timeless = lambda out: sorted(  # noqa: E731
-        (tuple((k, v) for k, v in r.items() if k != "train_seconds") for r in rows(out)))
-    assert timeless(tmp_path / "killed") == timeless(tmp_path / "whole")
-    for name in ("ticket_trial0", "random_trial0"):
-        a = load_tensors(tmp_path / "whole" / "level_01" / f"{name}.safetensors")
-        b = load_tensors(tmp_path / "killed" / "level_01" / f"{name}.safetensors")
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_level_1(tmp_path / "whole", tmp_path / "killed", ("ticket_trial0", "random_trial0"))
 
 
 def test_train_levels_trains_only_the_named_levels_of_a_criterion_at_init(tmp_path):
